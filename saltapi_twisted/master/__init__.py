@@ -1,0 +1,1 @@
+"""The link to the Salt master: request channel and event bus."""

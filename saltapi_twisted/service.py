@@ -1,0 +1,148 @@
+"""The service: master link, event bus, web site and listeners, in order.
+
+Start: the request channel's sockets and the event bus connection are made
+first (the API serves ``GET /`` and ``/health`` at once even while the master
+is down, and master features as soon as it appears), then the listeners are
+bound; a bind failure aborts start-up.
+
+Stop: stop listening, end the open streams, fail what still waits on the
+master, then close the bus and the ZeroMQ sockets.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from .auth import Authenticator
+from .clients import ClientRunner
+from .config import ApiConfig
+from .endpoints import listener_descriptions, tls_options
+from .master.client import MasterClient
+from .master.eventbus import EventBus
+from .master.eventfire import EventFirer
+from .master.exceptions import MasterUnavailable
+from .master.reqclient import RequestChannel
+from .web.site import build_site
+
+#: Seconds between health pings of the request channel.
+PING_INTERVAL = 5.0
+
+
+def salt_version(config: ApiConfig) -> str | None:
+    """The ``X-Salt-Version`` value: the block's key, else the installed Salt's version."""
+    if config.salt_version_header is not None:
+        return config.salt_version_header or None
+    try:
+        return importlib.metadata.version("salt")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def bus_endpoints(reactor: Any, config: ApiConfig) -> tuple[Any, Any]:
+    """Client endpoints of the master's event publisher and puller."""
+    master = config.master
+    if master.ipc_mode == "tcp":
+        return (
+            TCP4ClientEndpoint(reactor, "127.0.0.1", master.tcp_master_pub_port, timeout=5),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", master.tcp_master_pull_port, timeout=5),
+        )
+    return (
+        UNIXClientEndpoint(reactor, os.path.join(master.sock_dir, "master_event_pub.ipc"), timeout=5),
+        UNIXClientEndpoint(reactor, os.path.join(master.sock_dir, "master_event_pull.ipc"), timeout=5),
+    )
+
+
+class SaltApiService(MultiService):
+    """Owns every long-lived part of the API.
+
+    :param config: the API configuration.
+    :param reactor: the reactor (time, TCP, UNIX).
+    :param zmq_factory: the txZMQ factory.
+    :param listen: endpoint descriptions replacing the configured listeners.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: ApiConfig, reactor: Any, zmq_factory: Any, listen: list[str] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.zmq_factory = zmq_factory
+        self.channel = RequestChannel(
+            zmq_factory,
+            config.master.request_address,
+            reactor,
+            pool_size=config.master_pool_size,
+            timeout=config.master_request_timeout,
+        )
+        self.master = MasterClient(self.channel)
+        pub, pull = bus_endpoints(reactor, config)
+        self.bus = EventBus(pub, reactor)
+        self.firer = EventFirer(pull, reactor)
+        self.auth = Authenticator(self.master, config.master.token_length, config.token_cache_seconds)
+        self.runner = ClientRunner(self.master, self.bus, reactor, config)
+        self.site, self.api = build_site(self, salt_version(config))
+        self._pinger = task.LoopingCall(self._ping)
+        self._pinger.clock = reactor
+        self._unsubscribe = self.bus.subscribe(lambda tag, data: None, self._bus_state)
+
+        if listen:
+            descriptions = [(d, False) for d in listen]
+        else:
+            descriptions = [(d, not config.disable_ssl and not config.endpoints) for d in listener_descriptions(config)]
+        factory_tls = None
+        if any(tls for _d, tls in descriptions):
+            factory_tls = tls_options(config)
+        for description, tls in descriptions:
+            factory = TLSMemoryBIOFactory(factory_tls, False, self.site) if tls else self.site
+            service = strports.service(description, factory, reactor=reactor)
+            service.setServiceParent(self)
+
+    def _bus_state(self, up: bool) -> None:
+        if not up:
+            # The bus lives in the master process: when it drops, the master
+            # went away, and replies to requests in flight will never come.
+            self.channel.fail_inflight(MasterUnavailable("The Salt master went away"))
+
+    def _ping(self) -> Any:
+        d = defer.ensureDeferred(self.master.ping(timeout=PING_INTERVAL))
+        d.addErrback(lambda _failure: None)
+        return None
+
+    def startService(self) -> None:  # noqa: N802 - Twisted hook
+        """Connect to the master, then bind the listeners."""
+        self.channel.warm_up()
+        self.bus.start()
+        self.firer.start()
+        self._pinger.start(PING_INTERVAL, now=True)
+        super().startService()
+        self._log.info(
+            "saltapi_twisted serving the master at {address} (event bus in {sock_dir})",
+            address=self.config.master.request_address,
+            sock_dir=self.config.master.sock_dir,
+        )
+
+    async def _stop(self) -> None:
+        self.api.shutting_down = True
+        await defer.DeferredList([defer.maybeDeferred(s.stopService) for s in list(self)])
+        Service.stopService(self)
+        await self.api.close_streams()
+        if self._pinger.running:
+            self._pinger.stop()
+        self.channel.close()
+        self._unsubscribe()
+        await defer.DeferredList([defer.maybeDeferred(self.bus.stop), defer.maybeDeferred(self.firer.stop)])
+        self.zmq_factory.shutdown()
+
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802 - Twisted hook
+        """Stop listening, end streams, close the master link."""
+        return defer.ensureDeferred(self._stop())

@@ -1,0 +1,80 @@
+"""``twistd saltapi``: options and ``makeService``.
+
+This is the only module that imports the global reactor and txZMQ (which
+imports it too); everything else is handed the reactor.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.python import usage
+
+_log = Logger(namespace="saltapi_twisted")
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd saltapi``."""
+
+    synopsis = "[-c /etc/salt/master] [--section rest_twisted] [--listen ENDPOINT ...]"
+    longdesc = (
+        "Serve the Salt master's REST and streaming API. The master config file (or the "
+        "directory holding 'master', as with Salt's -c) is read with its master.d/*.conf "
+        "includes; the rest_twisted block is used, else rest_tornado."
+    )
+    optParameters = [
+        ["config", "c", "/etc/salt/master", "The Salt master config file, or the directory holding 'master'."],
+        ["section", None, None, "The config block to use (default: rest_twisted, else rest_tornado)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """A Twisted endpoint to listen on (repeatable); replaces the configured listeners."""
+        self["listen"].append(description)
+
+    opt_l = opt_listen
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"saltapi: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+def makeService(options: Options) -> Any:  # noqa: N802 - twistd's name
+    """Load the configuration and build the service (fails before daemonising)."""
+    from twisted.internet import reactor
+
+    from .config import ConfigError, load_config
+    from .endpoints import certificate_warnings
+
+    try:
+        config = load_config(options["config"], options["section"])
+    except ConfigError as exc:
+        _fail(str(exc))
+    for warning in config.warnings:
+        _log.warn("{warning}", warning=warning)
+    try:
+        if config.tls and not options["listen"]:
+            for warning in certificate_warnings(config):
+                _log.warn("{warning}", warning=warning)
+        from txzmq import ZmqFactory
+
+        from .service import SaltApiService
+
+        factory = ZmqFactory()
+        factory.reactor = reactor
+        factory.registerForShutdown()
+        service = SaltApiService(config, reactor, factory, listen=options["listen"] or None)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if config.debug:
+        from twisted.logger import LogLevel, globalLogBeginner  # noqa: F401
+
+        _log.debug("debug logging on")
+    return service

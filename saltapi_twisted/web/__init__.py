@@ -1,0 +1,1 @@
+"""The HTTP side: klein routes, streams, webhook and the site."""

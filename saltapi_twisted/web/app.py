@@ -1,0 +1,664 @@
+"""The REST routes (klein), thin: parsing, auth and dispatch live elsewhere.
+
+Every route answers through :meth:`SaltAPI._serve`, which sets the common
+headers, negotiates the output format, maps every failure to the
+``{"status", "error", "return"}`` body, and never lets a traceback out.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import parse_qs
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from .. import __version__
+from ..auth import Authenticator, RateLimiter, compute_perms, token_from_request
+from ..clients import FAILED_TO_AUTHENTICATE, ClientRunner, Entries
+from ..config import ApiConfig
+from ..cors import cors_headers, is_foreign, own_origin, preflight_headers
+from ..errors import ApiError, error_body, master_unavailable, unauthenticated
+from ..jobs import JobTimeout
+from ..lowstate import Limits, validate_lowstate
+from ..master.client import MasterClient
+from ..master.eventbus import EventBus
+from ..master.exceptions import (
+    AuthenticationFailed,
+    AuthorizationFailed,
+    BusUnavailable,
+    MasterError,
+    MasterRequestError,
+    MasterTimeout,
+    MasterUnavailable,
+    ShuttingDown,
+)
+from ..negotiation import JSON, choose_output, normalize_lowstate, parse_body, serialize
+
+_JID_RE = re.compile(r"^[0-9]{20}(_[A-Za-z0-9]{1,32})?$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_MID_BAD = re.compile(r"[/\\\x00-\x1f\x7f]")
+LOGIN_KEYS_MESSAGE = 'Require "username", "password", and "eauth" params'
+
+
+@dataclass
+class Response:
+    """A non-default answer: status, body and headers."""
+
+    body: Any
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Stats:
+    """The server's own counters, for ``/stats``."""
+
+    started: float = field(default_factory=time.time)
+    requests: Counter[int] = field(default_factory=Counter)
+    streams: int = 0
+    logins_ok: int = 0
+    logins_failed: int = 0
+
+
+class SaltAPI:
+    """The klein application: every REST route of the API.
+
+    :param config: the API configuration.
+    :param master: master client.
+    :param bus: the event bus.
+    :param auth: token validation.
+    :param runner: runs lowstate chunks.
+    :param clock: time source.
+    :param channel: the request channel (health and stats).
+    """
+
+    app = Klein()
+    _log = Logger()
+
+    def __init__(
+        self,
+        config: ApiConfig,
+        master: MasterClient,
+        bus: EventBus,
+        auth: Authenticator,
+        runner: ClientRunner,
+        clock: IReactorTime,
+        channel: Any = None,
+        firer: Any = None,
+        salt_version: str | None = None,
+    ) -> None:
+        self.config = config
+        self.master = master
+        self.bus = bus
+        self.auth = auth
+        self.runner = runner
+        self.clock = clock
+        self.channel = channel
+        self.firer = firer
+        self.salt_version = salt_version
+        self.stats = Stats()
+        self.login_limiter = RateLimiter(config.login_rate_limit, 60.0)
+        self.limits = Limits(
+            max_chunks=config.max_chunks,
+            max_tgt_length=config.max_tgt_length,
+            token_length=config.master.token_length,
+        )
+        self.shutting_down = False
+        #: open event streams (SSE, websockets): each has ``close(reason)``.
+        self.streams: set[Any] = set()
+
+    def resource(self) -> Any:
+        """The twisted.web resource serving this app."""
+        return self.app.resource()
+
+    async def close_streams(self) -> None:
+        """End every open stream (shutdown)."""
+        for stream in list(self.streams):
+            stream.close("shutdown")
+
+    # ------------------------------------------------------------------
+    # common machinery
+
+    def _base_headers(self, request: IRequest) -> None:
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        if self.salt_version:
+            request.setHeader(b"X-Salt-Version", self.salt_version.encode())
+        origin = _header(request, b"origin")
+        for name, value in cors_headers(origin, self.config.cors_origin).items():
+            request.setHeader(name.encode(), value.encode())
+
+    def _serve(
+        self, request: IRequest, handler: Callable[..., Awaitable[Any]], *args: Any
+    ) -> defer.Deferred[bytes]:
+        return defer.ensureDeferred(self._run(request, handler, *args))
+
+    async def _run(self, request: IRequest, handler: Callable[..., Awaitable[Any]], *args: Any) -> bytes:
+        self._base_headers(request)
+        media = choose_output(_header(request, b"accept"))
+        try:
+            if media is None:
+                raise ApiError(
+                    "not_acceptable", "None of the types in Accept can be served: application/json, application/x-yaml"
+                )
+            if self.shutting_down:
+                raise ApiError("shutting_down", "The API is shutting down", {"Retry-After": "5"})
+            result = await handler(request, *args)
+        except defer.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an error body
+            error = self._to_api_error(exc)
+            return self._render_error(request, error, media or JSON)
+        response = result if isinstance(result, Response) else Response(result)
+        request.setResponseCode(response.status)
+        self.stats.requests[response.status] += 1
+        for name, value in response.headers.items():
+            request.setHeader(name.encode(), value.encode())
+        if response.body is None:
+            return b""
+        request.setHeader(b"Content-Type", media.encode())
+        return serialize(response.body, media)
+
+    def _to_api_error(self, exc: BaseException) -> ApiError:
+        if isinstance(exc, ApiError):
+            return exc
+        if isinstance(exc, AuthorizationFailed):
+            return ApiError("forbidden", "Permission denied: the master refused this call for this user")
+        if isinstance(exc, AuthenticationFailed):
+            return unauthenticated("Authentication failed")
+        if isinstance(exc, ShuttingDown):
+            return ApiError("shutting_down", str(exc), {"Retry-After": "5"})
+        if isinstance(exc, (MasterUnavailable, BusUnavailable)):
+            return master_unavailable(str(exc))
+        if isinstance(exc, MasterTimeout):
+            return ApiError("master_timeout", str(exc))
+        if isinstance(exc, MasterError):
+            return ApiError("master_error", str(exc))
+        self._log.failure("unexpected error while handling a request", failure=None)
+        return ApiError("internal_error", "An unexpected error occurred")
+
+    def _render_error(self, request: IRequest, error: ApiError, media: str) -> bytes:
+        request.setResponseCode(error.status)
+        self.stats.requests[error.status] += 1
+        for name, value in error.headers.items():
+            request.setHeader(name.encode(), value.encode())
+        request.setHeader(b"Content-Type", media.encode())
+        return serialize(error.body(), media)
+
+    def _read_body(self, request: IRequest, required: bool = True) -> Any:
+        length = _header(request, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.config.max_request_body_size:
+            raise ApiError("payload_too_large", f"Request body over {self.config.max_request_body_size} bytes")
+        raw = b""
+        if request.content is not None:
+            # twisted.web has already read a form body once (into args).
+            request.content.seek(0, 0)
+            raw = request.content.read(self.config.max_request_body_size + 1)
+        if len(raw) > self.config.max_request_body_size:
+            raise ApiError("payload_too_large", f"Request body over {self.config.max_request_body_size} bytes")
+        query = query_args(request)
+        content_type = _header(request, b"content-type")
+        if not raw.strip():
+            if required:
+                raise ApiError("bad_request", "The request body is empty")
+            return None
+        return parse_body(
+            raw,
+            content_type,
+            query=query,
+            max_depth=self.config.max_json_depth,
+            max_fields=self.config.max_form_fields,
+        )
+
+    def _check_csrf(self, request: IRequest) -> None:
+        """A POST authenticated only by the cookie must come from our own origin."""
+        if request.getHeader(b"x-auth-token") is not None:
+            return
+        if request.getCookie(b"session_id") is None:
+            return
+        scheme = "https" if request.isSecure() else "http"
+        own = own_origin(scheme, _header(request, b"host"))
+        if is_foreign(_header(request, b"origin"), own, self.config.cors_origin, _header(request, b"sec-fetch-site")):
+            raise ApiError("csrf", "Cross-site request refused: send X-Auth-Token or use the same origin")
+
+    async def _require_token(self, request: IRequest) -> tuple[str, dict[str, Any]]:
+        token = token_from_request(request)
+        info = await self.auth.validate(token)
+        assert token is not None  # noqa: S101 - validate() refused None
+        return token, info
+
+    def _validate(self, chunks: Any, header_token: str | None, require_credentials: bool = True) -> list[dict]:
+        return validate_lowstate(
+            normalize_lowstate(chunks),
+            enabled_clients=self.config.master.enabled_clients,
+            limits=self.limits,
+            header_token=header_token,
+            require_credentials=require_credentials,
+            now=time.time(),
+            jid_seen=self.bus.jid_seen,
+            bus_connected_since=_epoch_since(self.bus.connected_since, self.clock),
+        )
+
+    async def _execute(self, chunks: list[dict]) -> list[Any]:
+        """Check every distinct token, then run the chunks in order."""
+        for token in dict.fromkeys(c["token"] for c in chunks if "token" in c):
+            await self.auth.validate(token)
+        results: list[Any] = []
+        for index, chunk in enumerate(chunks):
+            try:
+                result = await self.runner.run(chunk)
+            except defer.CancelledError:
+                raise
+            except (AuthenticationFailed, AuthorizationFailed):
+                if index == 0:
+                    raise
+                results.append(FAILED_TO_AUTHENTICATE)
+                break
+            except (MasterUnavailable, ShuttingDown, MasterTimeout, MasterError) as exc:
+                if index == 0 and not isinstance(exc, JobTimeout):
+                    raise
+                results.append(f"Unexpected exception while handling request: {exc}")
+                continue
+            except (MasterRequestError, ApiError) as exc:
+                results.append(f"Unexpected exception while handling request: {exc}")
+                continue
+            if isinstance(result, Entries):
+                results.extend(result)
+            else:
+                results.append(result)
+        return results
+
+    # ------------------------------------------------------------------
+    # errors from routing
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: IRequest, failure: Any) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            raise ApiError("not_found", "Not found")
+
+        return self._serve(request, handler)
+
+    @app.handle_errors(MethodNotAllowed)
+    def method_not_allowed(self, request: IRequest, failure: Any) -> defer.Deferred[bytes]:
+        methods = sorted(set(getattr(failure.value, "valid_methods", None) or []) | {"OPTIONS"})
+
+        async def handler(request: IRequest) -> Any:
+            raise ApiError(
+                "method_not_allowed", f"Method {request.method.decode()} not allowed", {"Allow": ", ".join(methods)}
+            )
+
+        return self._serve(request, handler)
+
+    # ------------------------------------------------------------------
+    # OPTIONS on every REST route
+
+    @app.route("/", methods=["OPTIONS"], branch=True)
+    def options(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Response:
+            headers = preflight_headers(
+                _header(request, b"origin"),
+                self.config.cors_origin,
+                _header(request, b"access-control-request-headers"),
+            )
+            return Response(None, 204, headers)
+
+        return self._serve(request, handler)
+
+    # ------------------------------------------------------------------
+    # /
+
+    @app.route("/", methods=["GET"])
+    def root_get(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            return {"return": "Welcome", "clients": list(self.config.master.enabled_clients)}
+
+        return self._serve(request, handler)
+
+    @app.route("/", methods=["POST"])
+    def root_post(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            token, _info = await self._require_token(request)
+            self._check_csrf(request)
+            chunks = self._validate(self._read_body(request), token)
+            return {"return": await self._execute(chunks)}
+
+        return self._serve(request, handler)
+
+    @app.route("/run", methods=["POST"])
+    def run(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            token = token_from_request(request)
+            if token is not None and not self.auth.well_formed(token):
+                raise unauthenticated("Invalid token")
+            self._check_csrf(request)
+            chunks = self._validate(self._read_body(request), token)
+            return {"return": await self._execute(chunks)}
+
+        return self._serve(request, handler)
+
+    # ------------------------------------------------------------------
+    # /login, /logout, /token
+
+    def _client_ip(self, request: IRequest) -> str:
+        peer = request.getClientAddress()
+        return str(getattr(peer, "host", "unknown"))
+
+    def _credentials_from_body(self, request: IRequest) -> dict[str, Any]:
+        body = self._read_body(request)
+        if isinstance(body, list) and len(body) == 1 and isinstance(body[0], dict):
+            body = body[0]
+        if not isinstance(body, dict):
+            raise ApiError("bad_request", LOGIN_KEYS_MESSAGE)
+        values = {}
+        for key in ("username", "password", "eauth"):
+            value = body.get(key)
+            if isinstance(value, list) and len(value) == 1:
+                value = value[0]
+            if not isinstance(value, str) or (key != "password" and not value):
+                raise ApiError("bad_request", LOGIN_KEYS_MESSAGE)
+            values[key] = value
+        if len(values["username"]) > 256 or len(values["password"]) > 4096 or not re.fullmatch(
+            r"[A-Za-z0-9_]{1,64}", values["eauth"]
+        ):
+            raise ApiError("bad_request", "username, password or eauth out of bounds")
+        expire = body.get("token_expire")
+        if expire is not None:
+            try:
+                values["token_expire"] = float(expire)
+            except (TypeError, ValueError):
+                raise ApiError("bad_request", "token_expire must be a number of seconds") from None
+        return values
+
+    async def _mint(self, request: IRequest) -> dict[str, Any]:
+        ip = self._client_ip(request)
+        retry = self.login_limiter.retry_after(ip)
+        if retry:
+            raise ApiError("rate_limited", "Too many failed logins; try again later", {"Retry-After": str(retry)})
+        creds = self._credentials_from_body(request)
+        try:
+            self.auth.check_external_auth(self.config.master.external_auth, creds["eauth"])
+            info = await self.master.mk_token(
+                creds["username"], creds["password"], creds["eauth"], creds.get("token_expire")
+            )
+        except (AuthenticationFailed, ApiError) as exc:
+            if isinstance(exc, ApiError) and exc.word != "unauthenticated":
+                raise
+            self.login_limiter.hit(ip)
+            self.stats.logins_failed += 1
+            raise unauthenticated("Authentication failed") from None
+        self.stats.logins_ok += 1
+        return info
+
+    def _login_entry(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "token": info["token"],
+            "expire": info.get("expire"),
+            "start": info.get("start"),
+            "user": info.get("name"),
+            "eauth": info.get("eauth"),
+            "perms": compute_perms(
+                self.config.master.external_auth, str(info.get("eauth")), str(info.get("name")), info.get("groups")
+            ),
+        }
+
+    @app.route("/login", methods=["POST"])
+    def login_post(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            info = await self._mint(request)
+            token = info["token"]
+            max_age = max(0, int(float(info.get("expire", 0)) - time.time()))
+            request.addCookie(
+                b"session_id",
+                token.encode(),
+                path=b"/",
+                max_age=str(max_age).encode(),
+                httpOnly=True,
+                secure=bool(request.isSecure()),
+                sameSite=self.config.cookie_samesite.lower(),
+            )
+            return Response(
+                {"return": [self._login_entry(info)]},
+                200,
+                {"X-Auth-Token": token, "Cache-Control": "no-store"},
+            )
+
+        return self._serve(request, handler)
+
+    @app.route("/login", methods=["GET"])
+    def login_get(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            _token, info = await self._require_token(request)
+            return Response({"return": [self._login_entry(info)]}, 200, {"Cache-Control": "no-store"})
+
+        return self._serve(request, handler)
+
+    @app.route("/logout", methods=["POST"])
+    def logout(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            token, info = await self._require_token(request)
+            self.auth.revoke(token, float(info.get("expire", time.time() + 3600)))
+            request.addCookie(
+                b"session_id", b"", path=b"/", max_age=b"0", httpOnly=True, secure=bool(request.isSecure()),
+                sameSite=self.config.cookie_samesite.lower(),
+            )
+            return {"return": "Your token has been cleared"}
+
+        return self._serve(request, handler)
+
+    @app.route("/token", methods=["POST"])
+    def token(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            info = await self._mint(request)
+            entry = {k: info.get(k) for k in ("token", "start", "expire", "name", "eauth")}
+            return Response([entry], 200, {"Cache-Control": "no-store"})
+
+        return self._serve(request, handler)
+
+    # ------------------------------------------------------------------
+    # /minions
+
+    async def _minions_get(self, request: IRequest, mid: str) -> Any:
+        token, _info = await self._require_token(request)
+        target = mid or "*"
+        if _CONTROL_RE.search(target) or len(target.encode()) > self.config.max_tgt_length:
+            raise ApiError("bad_request", "Invalid minion id")
+        chunks = self._validate([{"client": "local", "tgt": target, "fun": "grains.items"}], token)
+        return {"return": await self._execute(chunks)}
+
+    @app.route("/minions", methods=["GET"])
+    def minions_all(self, request: IRequest) -> defer.Deferred[bytes]:
+        return self._serve(request, self._minions_get, "")
+
+    @app.route("/minions/", methods=["GET"])
+    def minions_slash(self, request: IRequest) -> defer.Deferred[bytes]:
+        return self._serve(request, self._minions_get, "")
+
+    @app.route("/minions/<mid>", methods=["GET"])
+    def minions_one(self, request: IRequest, mid: str) -> defer.Deferred[bytes]:
+        return self._serve(request, self._minions_get, mid)
+
+    async def _minions_post(self, request: IRequest) -> Any:
+        token, _info = await self._require_token(request)
+        self._check_csrf(request)
+        body = normalize_lowstate(self._read_body(request))
+        chunks = []
+        for chunk in body:
+            if isinstance(chunk, dict):
+                chunk = dict(chunk)
+                chunk.setdefault("client", "local_async")
+                if chunk["client"] != "local_async":
+                    raise ApiError("wrong_client", "We don't serve your kind here")
+            chunks.append(chunk)
+        validated = self._validate(chunks, token)
+        results = await self._execute(validated)
+        jobs = [r for r in results if isinstance(r, dict) and r.get("jid")]
+        headers = {"Location": f"/jobs/{jobs[0]['jid']}"} if jobs else {}
+        return Response(
+            {"return": results, "_links": {"jobs": [{"href": f"/jobs/{r['jid']}"} for r in jobs]}}, 202, headers
+        )
+
+    @app.route("/minions", methods=["POST"])
+    def minions_post(self, request: IRequest) -> defer.Deferred[bytes]:
+        return self._serve(request, self._minions_post)
+
+    # ------------------------------------------------------------------
+    # /jobs
+
+    async def _jobs(self, request: IRequest, jid: str) -> Any:
+        token, _info = await self._require_token(request)
+        try:
+            query = query_args(request)
+        except ValueError:
+            raise ApiError("bad_request", "Too many query parameters") from None
+        unknown = set(query) - {"format"}
+        if unknown:
+            raise ApiError("bad_request", f"Unknown query parameters: {', '.join(sorted(unknown))}")
+        fmt = self.config.jobs_format
+        if "format" in query:
+            fmt = query["format"][-1]
+            if fmt not in ("tornado", "cherrypy"):
+                raise ApiError("bad_request", "format must be tornado or cherrypy")
+        if not jid:
+            chunks = self._validate([{"client": "runner", "fun": "jobs.list_jobs"}], token)
+            return {"return": await self._execute(chunks)}
+        if not _JID_RE.match(jid):
+            raise ApiError("bad_request", "Invalid jid")
+        chunks = self._validate([{"client": "runner", "fun": "jobs.list_job", "jid": jid}], token)
+        results = await self._execute(chunks)
+        if fmt == "cherrypy" and results and isinstance(results[0], dict):
+            job = dict(results[0])
+            result = job.pop("Result", {}) or {}
+            returns = {m: (r.get("return") if isinstance(r, dict) else r) for m, r in result.items()}
+            return {"info": [job], "return": [returns]}
+        return {"return": results}
+
+    @app.route("/jobs", methods=["GET"])
+    def jobs_all(self, request: IRequest) -> defer.Deferred[bytes]:
+        return self._serve(request, self._jobs, "")
+
+    @app.route("/jobs/", methods=["GET"])
+    def jobs_slash(self, request: IRequest) -> defer.Deferred[bytes]:
+        return self._serve(request, self._jobs, "")
+
+    @app.route("/jobs/<jid>", methods=["GET"])
+    def jobs_one(self, request: IRequest, jid: str) -> defer.Deferred[bytes]:
+        return self._serve(request, self._jobs, jid)
+
+    # ------------------------------------------------------------------
+    # /keys
+
+    async def _keys(self, request: IRequest, mid: str) -> Any:
+        token, _info = await self._require_token(request)
+        if not mid:
+            chunks = self._validate([{"client": "wheel", "fun": "key.list_all"}], token)
+        else:
+            if mid in (".", "..") or len(mid.encode()) > 255 or _MID_BAD.search(mid):
+                raise ApiError("bad_request", "Invalid minion id")
+            chunks = self._validate([{"client": "wheel", "fun": "key.finger", "match": mid}], token)
+        results = await self._execute(chunks)
+        entry = results[0] if results else {}
+        if isinstance(entry, dict):
+            data = entry.get("data") or {}
+            return {"return": data.get("return")}
+        return {"return": entry}
+
+    @app.route("/keys", methods=["GET"])
+    def keys_all(self, request: IRequest) -> defer.Deferred[bytes]:
+        return self._serve(request, self._keys, "")
+
+    @app.route("/keys/", methods=["GET"])
+    def keys_slash(self, request: IRequest) -> defer.Deferred[bytes]:
+        return self._serve(request, self._keys, "")
+
+    @app.route("/keys/<mid>", methods=["GET"])
+    def keys_one(self, request: IRequest, mid: str) -> defer.Deferred[bytes]:
+        return self._serve(request, self._keys, mid)
+
+    # ------------------------------------------------------------------
+    # /stats, /health
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether both master connections are up, and the details."""
+        channel_up = self.channel is not None and self.channel.recently_ok(self.clock.seconds())
+        bus_up = self.bus.connected
+        ok = channel_up and bus_up
+        return ok, {
+            "status": "ok" if ok else "unavailable",
+            "request_channel": "up" if channel_up else "down",
+            "event_bus": "up" if bus_up else "down",
+            "tls": self.config.tls,
+        }
+
+    @app.route("/health", methods=["GET"])
+    def health_route(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            ok, body = self.health()
+            return Response(body, 200 if ok else 503, {} if ok else {"Retry-After": "5"})
+
+        return self._serve(request, handler)
+
+    @app.route("/stats", methods=["GET"])
+    def stats_route(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            if not self.config.stats_disable_auth:
+                await self._require_token(request)
+            _ok, health = self.health()
+            channel = self.channel
+            return {
+                "saltapi_twisted": {
+                    "version": __version__,
+                    "uptime": time.time() - self.stats.started,
+                    "requests_by_status": {str(k): v for k, v in sorted(self.stats.requests.items())},
+                    "logins": {"ok": self.stats.logins_ok, "failed": self.stats.logins_failed},
+                    "streams": self.bus.subscriber_count,
+                    "jobs_watched": self.bus.watch_count,
+                    "events_received": self.bus.events_received,
+                    "event_bus_reconnects": self.bus.reconnects,
+                    "master": {
+                        "request_channel": health["request_channel"],
+                        "event_bus": health["event_bus"],
+                        "requests": getattr(channel, "requests_total", 0),
+                        "errors": getattr(channel, "errors_total", 0),
+                        "timeouts": getattr(channel, "timeouts_total", 0),
+                        "pending": getattr(channel, "pending", 0),
+                    },
+                }
+            }
+
+        return self._serve(request, handler)
+
+
+def query_args(request: IRequest) -> dict[str, list[str]]:
+    """The query string's arguments only (``request.args`` also holds form bodies)."""
+    _path, _sep, query = request.uri.partition(b"?")
+    try:
+        return parse_qs(query.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=1000)
+    except ValueError:
+        raise ApiError("bad_request", "Too many query parameters") from None
+
+
+def _header(request: IRequest, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    if value is None:
+        return None
+    return value if isinstance(value, str) else value.decode("latin-1")
+
+
+def _epoch_since(since: float | None, clock: IReactorTime) -> float | None:
+    """A clock reading as epoch seconds (the jid check compares with jids' UTC stamps)."""
+    if since is None:
+        return None
+    return time.time() - (clock.seconds() - since)
+
+
+def error_page(code: int, word: str, message: str) -> dict[str, Any]:
+    """An error body for layers outside klein (site-level refusals)."""
+    return error_body(code, word, message)
