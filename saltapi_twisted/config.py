@@ -72,7 +72,7 @@ def _int_range(low: int, high: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError(f"must be a whole number from {low} to {high}")
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             value = int(value.strip())
         if not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"must be a whole number from {low} to {high}")
@@ -387,9 +387,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             node = yaml.ScalarNode(node.tag, value.lstrip("0") or "0", node.start_mark, node.end_mark)
         return int(super().construct_yaml_int(node))
 
+    def construct_timestamp_as_str(self, node: yaml.ScalarNode) -> str:
+        """Salt keeps ``2024-01-01`` a string, not a date."""
+        return str(self.construct_scalar(node))
+
 
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
-_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _UniqueKeyLoader.construct_yaml_str)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _UniqueKeyLoader.construct_timestamp_as_str)
 
 
 def _load_yaml_file(path: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Turn the API block into Twisted listeners and TLS options.
+r"""Turn the API block into Twisted listeners and TLS options.
 
 Everything here is a pure function of an :class:`~saltapi_twisted.config.ApiConfig`
 (plus the files it names), so the table tests in ``tests/unit/test_endpoints.py``
@@ -10,7 +10,7 @@ Listeners
         tcp:port=<port>:interface=<address>:backlog=<backlog>
 
     Every value goes through :func:`~twisted.internet.endpoints.quoteStringArgument`,
-    so ``address: ::1`` becomes ``interface=\\:\\:1``. With ``address`` unset the
+    so ``address: ::1`` becomes ``interface=\:\:1``. With ``address`` unset the
     interface is ``::`` (dual-stack), or ``0.0.0.0`` when this host cannot make an
     IPv6 socket (the caller logs :func:`listener_warnings`). With TLS on (the
     default) the caller wraps the site with :func:`wrap_tls` around
@@ -40,6 +40,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from OpenSSL import SSL
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
@@ -88,7 +89,7 @@ def default_interface(ipv6_ok: bool) -> str:
     :param ipv6_ok: whether an IPv6 socket can be made (:func:`ipv6_available`).
     :returns: ``"::"`` (dual-stack) or, without IPv6, ``"0.0.0.0"``.
     """
-    return "::" if ipv6_ok else "0.0.0.0"
+    return "::" if ipv6_ok else "0.0.0.0"  # noqa: S104 - the documented default: all interfaces
 
 
 def _where(config: ApiConfig) -> str:
@@ -142,9 +143,7 @@ def listener_warnings(config: ApiConfig, ipv6: bool | None = None) -> list[str]:
                 )
         return warnings
     if config.address is None and not (ipv6_available() if ipv6 is None else ipv6):
-        warnings.append(
-            f"{_where(config)}: address: unset and this host has no IPv6; listening on 0.0.0.0 (IPv4 only)"
-        )
+        warnings.append(f"{_where(config)}: address: unset and this host has no IPv6; listening on 0.0.0.0 (IPv4 only)")
     return warnings
 
 
@@ -209,7 +208,7 @@ def _certificates(config: ApiConfig, key: str, path: str, data: bytes) -> list[x
     return certificates
 
 
-def _private_key(config: ApiConfig, key: str, path: str, data: bytes) -> Any:
+def _private_key(config: ApiConfig, key: str, path: str, data: bytes) -> PrivateKeyTypes:
     blocks = [m for m in _PEM_BLOCK.finditer(data) if m.group(1).endswith(b"PRIVATE KEY")]
     if not blocks:
         raise _fail(config, key, path, "no PEM private key found")
@@ -223,13 +222,13 @@ def _private_key(config: ApiConfig, key: str, path: str, data: bytes) -> Any:
         raise _fail(config, key, path, f"the private key cannot be loaded ({detail})") from None
 
 
-def _public_der(thing: Any) -> bytes:
-    return thing.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+def _public_der(public_key: PublicKeyTypes) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _load_material(config: ApiConfig) -> tuple[Any, x509.Certificate, list[tuple[str, x509.Certificate]]]:
+def _load_material(
+    config: ApiConfig,
+) -> tuple[PrivateKeyTypes, x509.Certificate, list[tuple[str, x509.Certificate]]]:
     """Return the key, the leaf certificate and ``(key, certificate)`` chain entries."""
     if not config.ssl_crt:
         raise ConfigError(f"{_where(config)}: ssl_crt: missing; set ssl_crt (and ssl_key) or disable_ssl: True")
@@ -243,7 +242,7 @@ def _load_material(config: ApiConfig) -> tuple[Any, x509.Certificate, list[tuple
     private_key = _private_key(config, key_name, key_path, key_data)
     leaf = certificates[0]
     try:
-        matches = _public_der(private_key) == _public_der(leaf)
+        matches = _public_der(private_key.public_key()) == _public_der(leaf.public_key())
     except (ValueError, TypeError):
         matches = False
     if not matches:
@@ -282,12 +281,17 @@ def tls_options(config: ApiConfig) -> CertificateOptions:
         the key and the path.
     """
     private_key, leaf, chain = _load_material(config)
+    # Twisted's annotations say pyOpenSSL PKey/X509, but it hands these straight
+    # to pyOpenSSL, which takes cryptography objects (and deprecates its own).
+    material: dict[str, Any] = {
+        "privateKey": private_key,
+        "certificate": leaf,
+        "extraCertChain": [certificate for _origin, certificate in chain],
+    }
     try:
         ciphers = AcceptableCiphers.fromOpenSSLCipherString(config.ssl_ciphers)
         options = CertificateOptions(
-            privateKey=private_key,  # cryptography keys and certificates are accepted
-            certificate=leaf,
-            extraCertChain=[certificate for _origin, certificate in chain],
+            **material,
             acceptableCiphers=ciphers,
             raiseMinimumTo=TLS_VERSIONS[config.ssl_min_version],
             enableSessionTickets=False,
@@ -302,8 +306,12 @@ def tls_options(config: ApiConfig) -> CertificateOptions:
     except (SSL.Error, ValueError, TypeError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         key_path = config.ssl_key or config.ssl_crt or ""
-        raise _fail(config, "ssl_key" if config.ssl_key else "ssl_crt", key_path,
-                    f"the key and certificate cannot be used together ({detail})") from None
+        raise _fail(
+            config,
+            "ssl_key" if config.ssl_key else "ssl_crt",
+            key_path,
+            f"the key and certificate cannot be used together ({detail})",
+        ) from None
     return options
 
 
@@ -333,7 +341,7 @@ def certificate_warnings(config: ApiConfig, now: datetime.datetime | None = None
     """
     if not config.tls or not config.ssl_crt:
         return []
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     warnings: list[str] = []
     try:
         _key, leaf, chain = _load_material(config)
@@ -342,15 +350,13 @@ def certificate_warnings(config: ApiConfig, now: datetime.datetime | None = None
     labelled = ([("ssl_crt", leaf)] if leaf is not None else []) + chain
     for number, (origin, certificate) in enumerate(labelled):
         what = "certificate" if number == 0 else f"chain certificate {certificate.subject.rfc4514_string()!r}"
-        path = config.ssl_crt if origin == "ssl_crt" else config.ssl_chain
+        path = _show((config.ssl_crt if origin == "ssl_crt" else config.ssl_chain) or "")
         if certificate.not_valid_after_utc < now:
-            warnings.append(
-                f"{_where(config)}: {origin}: {what} expired on {_when(certificate.not_valid_after_utc)} ({_show(path or '')})"
-            )
+            when = _when(certificate.not_valid_after_utc)
+            warnings.append(f"{_where(config)}: {origin}: {what} expired on {when} ({path})")
         elif certificate.not_valid_before_utc > now:
-            warnings.append(
-                f"{_where(config)}: {origin}: {what} is not valid before {_when(certificate.not_valid_before_utc)} ({_show(path or '')})"
-            )
+            when = _when(certificate.not_valid_before_utc)
+            warnings.append(f"{_where(config)}: {origin}: {what} is not valid before {when} ({path})")
 
     key_name = "ssl_key" if config.ssl_key else "ssl_crt"
     key_path = config.ssl_key or config.ssl_crt

@@ -316,20 +316,22 @@ def _non_finite_error() -> ApiError:
 
 # A JSON string, or an unterminated one running to the end of the text. The
 # match can always be made from the opening quote without backtracking into
-# another start, so the scan is linear whatever the input.
-_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
-_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+# another start, so the scan is linear whatever the input. It runs on the UTF-8
+# bytes: no multi-byte sequence contains a '"' or '\\' byte.
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET_BYTES = bytes(c for c in range(256) if c not in b"[]{}")
+_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
-def _json_too_deep(text: str, max_depth: int) -> bool:
-    """Whether the text nests arrays/objects deeper than *max_depth*.
+def _json_too_deep(body: bytes, max_depth: int) -> bool:
+    """Whether a JSON text nests arrays/objects deeper than *max_depth*.
 
-    Exact for valid JSON: brackets inside strings are removed first.
+    Exact for valid JSON: brackets inside strings are removed first. Linear,
+    and the per-bracket work is done by C iterators.
     """
-    if text.count("[") + text.count("{") <= max_depth:
+    if body.count(b"[") + body.count(b"{") <= max_depth:
         return False
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKET_BYTES)
     if not brackets:
         return False
     return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets))) > max_depth
@@ -352,8 +354,8 @@ def _json_constant(name: str) -> Any:
     raise _non_finite_error()
 
 
-def _parse_json(text: str, max_depth: int) -> Any:
-    if _json_too_deep(text, max_depth):
+def _parse_json(body: bytes, text: str, max_depth: int) -> Any:
+    if _json_too_deep(body, max_depth):
         raise _depth_error(max_depth)
     try:
         return json.loads(
@@ -496,25 +498,27 @@ def _yaml_message(exc: Exception) -> str:
         if mark is not None:
             text = f"{text} (line {mark.line + 1}, column {mark.column + 1})"
     else:
-        text = str(exc) or type(exc).__name__
+        # SafeConstructor's ValueError/KeyError/IndexError for an explicit core
+        # tag on a scalar that does not fit it (!!int "", !!bool maybe).
+        text = "a value does not fit its tag"
     return f"Invalid YAML: {_echo(text)}"
 
 
 def _parse_yaml(text: str, max_depth: int) -> Any:
-    loader = _Loader(text)
-    loader.max_depth = max_depth
+    loader = None
     try:
+        loader = _Loader(text)  # the pure-Python reader checks characters here
+        loader.max_depth = max_depth
         return loader.get_single_data()
     except ApiError:
         raise
     except RecursionError:
         raise _depth_error(max_depth) from None
     except Exception as exc:  # noqa: BLE001 - untrusted input: any failure is a 400
-        # YAMLError, and the ValueError/KeyError/IndexError SafeConstructor
-        # raises for explicit core tags on bad scalars (!!int "", !!bool x).
         raise _bad(_yaml_message(exc)) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 # ---------------------------------------------------------------------------
@@ -641,7 +645,7 @@ def parse_body(
     if kind == "form":
         return _parse_form(text, query, max_fields)
     if kind == "json":
-        return _check_top_level(_parse_json(text, max_depth))
+        return _check_top_level(_parse_json(body, text, max_depth))
     return _check_top_level(_parse_yaml(text, max_depth))
 
 

@@ -73,8 +73,18 @@ def makeService(options: Options) -> Any:  # noqa: N802 - twistd's name
         service = SaltApiService(config, reactor, factory, listen=options["listen"] or None)
     except ConfigError as exc:
         _fail(str(exc))
-    if config.debug:
-        from twisted.logger import LogLevel, globalLogBeginner  # noqa: F401
-
-        _log.debug("debug logging on")
+    reactor.addSystemEventTrigger("after", "shutdown", _graceful_exit, reactor)
     return service
+
+
+def _graceful_exit(reactor: Any) -> None:
+    """Exit 0 after a graceful stop on SIGTERM.
+
+    twistd re-raises the signal that stopped the reactor so the exit status
+    names it; a service manager asking us to stop with SIGTERM gets a clean
+    exit code instead once the shutdown completed.
+    """
+    import signal
+
+    if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
+        reactor._exitSignal = None

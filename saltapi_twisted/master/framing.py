@@ -284,22 +284,6 @@ _SCALAR, _PAYLOAD, _ARRAY, _MAP, _INVALID = range(5)
 _U8, _U16 = struct.Struct(">B"), struct.Struct(">H")
 
 
-def _layout() -> tuple[tuple[int, int, struct.Struct | None, int], ...]:
-    table: list[tuple[int, int, struct.Struct | None, int]] = []
-    for lead in range(256):
-        if lead <= 0x7F or lead >= 0xE0:  # positive / negative fixint
-            table.append((_SCALAR, 1, None, 0))
-        elif lead <= 0x8F:  # fixmap
-            table.append((_MAP, 1, None, lead & 0x0F))
-        elif lead <= 0x9F:  # fixarray
-            table.append((_ARRAY, 1, None, lead & 0x0F))
-        elif lead <= 0xBF:  # fixstr
-            table.append((_SCALAR, 1 + (lead & 0x1F), None, 0))
-        else:
-            table.append(_TYPED[lead])
-    return tuple(table)
-
-
 _TYPED: dict[int, tuple[int, int, struct.Struct | None, int]] = {
     0xC0: (_SCALAR, 1, None, 0),  # nil
     0xC1: (_INVALID, 1, None, 0),  # never used
@@ -334,6 +318,24 @@ _TYPED: dict[int, tuple[int, int, struct.Struct | None, int]] = {
     0xDE: (_MAP, 3, _U16, 0),  # map 16
     0xDF: (_MAP, 5, _U32, 0),  # map 32
 }
+
+
+def _layout() -> tuple[tuple[int, int, struct.Struct | None, int], ...]:
+    table: list[tuple[int, int, struct.Struct | None, int]] = []
+    for lead in range(256):
+        if lead <= 0x7F or lead >= 0xE0:  # positive / negative fixint
+            table.append((_SCALAR, 1, None, 0))
+        elif lead <= 0x8F:  # fixmap
+            table.append((_MAP, 1, None, lead & 0x0F))
+        elif lead <= 0x9F:  # fixarray
+            table.append((_ARRAY, 1, None, lead & 0x0F))
+        elif lead <= 0xBF:  # fixstr
+            table.append((_SCALAR, 1 + (lead & 0x1F), None, 0))
+        else:
+            table.append(_TYPED[lead])
+    return tuple(table)
+
+
 _LAYOUT = _layout()
 
 # First bytes that mean "a msgpack map": the plain stream of 3007 and 3008.
@@ -357,7 +359,9 @@ class BusDecoder:
     out. Input that cannot be resynchronised (a length or declared size over
     the limit, a byte that msgpack never uses) raises :class:`FramingError`;
     the decoder then stays failed until :meth:`reset`, and the caller is
-    expected to reconnect with a fresh decoder.
+    expected to reconnect with a fresh decoder. Events completed earlier in
+    the same :meth:`feed` call are lost with it, as events are across any
+    reconnection.
 
     :param max_frame_size: largest frame accepted, in bytes; in the plain
         stream this bounds a whole top-level object.

@@ -49,6 +49,25 @@ _MID_BAD = re.compile(r"[/\\\x00-\x1f\x7f]")
 LOGIN_KEYS_MESSAGE = 'Require "username", "password", and "eauth" params'
 
 
+#: Every REST path: each answers OPTIONS.
+REST_PATHS = (
+    "/", "/login", "/logout", "/token", "/run", "/minions", "/minions/", "/minions/<mid>",
+    "/jobs", "/jobs/", "/jobs/<jid>", "/keys", "/keys/", "/keys/<mid>", "/events",
+    "/hook", "/hook/<path:suffix>", "/stats", "/health",
+)
+
+
+def _options_routes(app: Klein) -> Callable[[Any], Any]:
+    """Register one function as the ``OPTIONS`` handler of every REST path."""
+
+    def register(function: Any) -> Any:
+        for index, path in enumerate(REST_PATHS):
+            function = app.route(path, methods=["OPTIONS"], endpoint=f"options_{index}")(function)
+        return function
+
+    return register
+
+
 @dataclass
 class Response:
     """A non-default answer: status, body and headers."""
@@ -82,6 +101,9 @@ class SaltAPI:
     """
 
     app = Klein()
+    # Paths match exactly: no slash merging, no redirects.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     _log = Logger()
 
     def __init__(
@@ -300,8 +322,8 @@ class SaltAPI:
     # ------------------------------------------------------------------
     # OPTIONS on every REST route
 
-    @app.route("/", methods=["OPTIONS"], branch=True)
-    def options(self, request: IRequest) -> defer.Deferred[bytes]:
+    @_options_routes(app)
+    def options(self, request: IRequest, **_path: Any) -> defer.Deferred[bytes]:
         async def handler(request: IRequest) -> Response:
             headers = preflight_headers(
                 _header(request, b"origin"),
@@ -377,6 +399,13 @@ class SaltAPI:
                 raise ApiError("bad_request", "token_expire must be a number of seconds") from None
         return values
 
+    def _set_session_cookie(self, request: IRequest, token: str, max_age: int) -> None:
+        """``session_id=<token>; HttpOnly; SameSite=...; Path=/; Max-Age=...`` (+ ``Secure`` over TLS)."""
+        cookie = f"session_id={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={self.config.cookie_samesite}"
+        if request.isSecure():
+            cookie += "; Secure"
+        request.cookies.append(cookie.encode("ascii"))
+
     async def _mint(self, request: IRequest) -> dict[str, Any]:
         ip = self._client_ip(request)
         retry = self.login_limiter.retry_after(ip)
@@ -415,15 +444,7 @@ class SaltAPI:
             info = await self._mint(request)
             token = info["token"]
             max_age = max(0, int(float(info.get("expire", 0)) - time.time()))
-            request.addCookie(
-                b"session_id",
-                token.encode(),
-                path=b"/",
-                max_age=str(max_age).encode(),
-                httpOnly=True,
-                secure=bool(request.isSecure()),
-                sameSite=self.config.cookie_samesite.lower(),
-            )
+            self._set_session_cookie(request, token, max_age)
             return Response(
                 {"return": [self._login_entry(info)]},
                 200,
@@ -445,10 +466,7 @@ class SaltAPI:
         async def handler(request: IRequest) -> Any:
             token, info = await self._require_token(request)
             self.auth.revoke(token, float(info.get("expire", time.time() + 3600)))
-            request.addCookie(
-                b"session_id", b"", path=b"/", max_age=b"0", httpOnly=True, secure=bool(request.isSecure()),
-                sameSite=self.config.cookie_samesite.lower(),
-            )
+            self._set_session_cookie(request, "", 0)
             return {"return": "Your token has been cleared"}
 
         return self._serve(request, handler)

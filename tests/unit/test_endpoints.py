@@ -20,9 +20,9 @@ import trustme
 from OpenSSL import SSL
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, CertificateOptions, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
-from twisted.internet.ssl import Certificate, CertificateOptions, optionsForClientTLS
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import connectedServerAndClient
 
@@ -38,7 +38,7 @@ from saltapi_twisted.endpoints import (
     wrap_tls,
 )
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 RSA = trustme.KeyType.RSA
 
 
@@ -290,9 +290,7 @@ def _one_line(error: pytest.ExceptionInfo[ConfigError]) -> str:
         pytest.param({"ssl_crt": "{key}", "ssl_key": "{key}"}, "ssl_crt", "no PEM certificate", id="crt-is-key"),
         pytest.param({"ssl_crt": "{crt}", "ssl_key": "{crt}"}, "ssl_key", "no PEM private key", id="key-is-crt"),
         pytest.param({"ssl_crt": "{crt}"}, "ssl_crt", "no PEM private key", id="no-key-anywhere"),
-        pytest.param(
-            {"ssl_crt": "{crt}", "ssl_key": "{other_key}"}, "ssl_key", "does not match", id="mismatched-key"
-        ),
+        pytest.param({"ssl_crt": "{crt}", "ssl_key": "{other_key}"}, "ssl_key", "does not match", id="mismatched-key"),
         pytest.param(
             {"ssl_crt": "{crt}", "ssl_key": "{key}", "ssl_chain": "{key}"},
             "ssl_chain",
