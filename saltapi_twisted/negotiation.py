@@ -22,8 +22,8 @@ import fnmatch
 import json
 import math
 import re
+from collections.abc import Callable, Iterable, Mapping
 from itertools import accumulate
-from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,9 +40,11 @@ from yaml.resolver import Resolver
 from saltapi_twisted.errors import ApiError
 
 try:  # libyaml's C parser: the events are produced in C, composed here.
-    from yaml.cyaml import CParser as _CParser
+    from yaml._yaml import CParser as _CParser
+
+    _HAVE_LIBYAML = True
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    _CParser = None
+    _HAVE_LIBYAML = False
 
 __all__ = [
     "JSON",
@@ -233,13 +235,31 @@ def to_plain(obj: Any, *, max_depth: int = 10_000) -> Any:
     return root[0]
 
 
+class _Dumper(yaml.SafeDumper):
+    """``SafeDumper`` that double-quotes strings holding U+0085 (NEL).
+
+    With ``allow_unicode`` PyYAML writes NEL raw inside a single-quoted
+    scalar, where a reader folds it into a space; double quotes escape it.
+    """
+
+    def represent_str(self, data: str) -> Any:
+        if "\x85" in data:
+            return self.represent_scalar("tag:yaml.org,2002:str", data, style='"')
+        return super().represent_str(data)
+
+
+_Dumper.add_representer(str, _Dumper.represent_str)
+
+
 def serialize(obj: Any, media_type: str) -> bytes:
     """Write a response body.
 
     JSON: ``json.dumps(..., ensure_ascii=False)``, UTF-8; ``bytes`` are decoded
     (UTF-8 with replacement), sets and tuples become lists, other objects
     ``str()``. YAML: ``yaml.safe_dump(to_plain(obj), default_flow_style=None,
-    allow_unicode=True)``, UTF-8.
+    allow_unicode=True)`` (a ``SafeDumper`` that also double-quotes strings
+    holding U+0085, which PyYAML otherwise writes so they do not read back),
+    UTF-8.
 
     :param obj: the object to write.
     :param media_type: :data:`JSON` or :data:`YAML`.
@@ -254,7 +274,9 @@ def serialize(obj: Any, media_type: str) -> bytes:
                 # Keys json cannot write (tuples, bytes...) or a cycle.
                 text = json.dumps(to_plain(obj), ensure_ascii=False, default=_json_default)
         elif media_type == YAML:
-            text = yaml.safe_dump(to_plain(obj), default_flow_style=None, allow_unicode=True)
+            text = yaml.dump(
+                to_plain(obj), Dumper=_Dumper, default_flow_style=None, allow_unicode=True
+            )
         else:
             raise ValueError(f"cannot serialise to {media_type!r}")
     except RecursionError as exc:
@@ -392,6 +414,11 @@ class _BoundedComposer(Composer):
     max_depth = 64
     _level = 0
 
+    # Provided by the parser half of the loader.
+    check_event: Callable[..., bool]
+    peek_event: Callable[[], Any]
+    get_event: Callable[[], Any]
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, AliasEvent) or event.anchor is not None:
@@ -441,19 +468,21 @@ class _BoundedConstructor(SafeConstructor):
         return self.construct_scalar(node)
 
 
-# Constructors are per class: copy the table before changing it.
-_BoundedConstructor.yaml_constructors = dict(SafeConstructor.yaml_constructors)
-_BoundedConstructor.add_constructor(_YAML_TAG + "int", _BoundedConstructor.construct_yaml_int)
-_BoundedConstructor.add_constructor(_YAML_TAG + "float", _BoundedConstructor.construct_yaml_float)
-# Like Salt's loader, dates stay strings (a datetime could not be sent on).
-_BoundedConstructor.add_constructor(_YAML_TAG + "timestamp", _BoundedConstructor.construct_scalar_text)
-# An unquoted "=" resolves to the YAML 1.1 "value" tag, which SafeConstructor
-# cannot build; keep it the string it looks like.
-_BoundedConstructor.add_constructor(_YAML_TAG + "value", _BoundedConstructor.construct_scalar_text)
+# Constructors are per class: this table replaces SafeConstructor's.
+_BoundedConstructor.yaml_constructors = {
+    **SafeConstructor.yaml_constructors,
+    _YAML_TAG + "int": _BoundedConstructor.construct_yaml_int,
+    _YAML_TAG + "float": _BoundedConstructor.construct_yaml_float,
+    # Like Salt's loader, dates stay strings (a datetime could not be sent on).
+    _YAML_TAG + "timestamp": _BoundedConstructor.construct_scalar_text,
+    # An unquoted "=" resolves to the YAML 1.1 "value" tag, which
+    # SafeConstructor cannot build; keep it the string it looks like.
+    _YAML_TAG + "value": _BoundedConstructor.construct_scalar_text,
+}
 for _name in ("binary", "omap", "pairs", "set"):
     # Reachable only through explicit tags, which the composer refuses;
     # dropped so they stay unreachable.
-    _BoundedConstructor.yaml_constructors.pop(_YAML_TAG + _name, None)
+    del _BoundedConstructor.yaml_constructors[_YAML_TAG + _name]
 
 
 class _PyLoader(
@@ -475,9 +504,9 @@ class _PyLoader(
         Resolver.__init__(self)
 
 
-if _CParser is not None:
+if _HAVE_LIBYAML:
 
-    class _CLoader(_BoundedComposer, _CParser, _BoundedConstructor, Resolver):  # type: ignore[misc, valid-type]
+    class _CLoader(_BoundedComposer, _CParser, _BoundedConstructor, Resolver):
         """The bounded loader over libyaml's parser (events in C, nodes here)."""
 
         def __init__(self, stream: str) -> None:
@@ -541,9 +570,7 @@ def _as_text(value: str | bytes) -> str:
     return value
 
 
-def _parse_form(
-    text: str, query: dict[Any, list[Any]] | None, max_fields: int
-) -> dict[str, Any]:
+def _parse_form(text: str, query: dict[Any, list[Any]] | None, max_fields: int) -> dict[str, Any]:
     """rest_tornado's form loader: query arguments, then body arguments."""
     too_many = _bad(f"Too many form fields (limit {max_fields})")
     merged: dict[str, list[str]] = {}

@@ -20,12 +20,11 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .auth import Authenticator
 from .clients import ClientRunner
 from .config import ApiConfig
-from .endpoints import listener_descriptions, tls_options
+from .endpoints import listener_descriptions, listener_warnings, tls_options, wrap_tls
 from .master.client import MasterClient
 from .master.eventbus import EventBus
 from .master.eventfire import EventFirer
@@ -95,6 +94,9 @@ class SaltApiService(MultiService):
         self._pinger.clock = reactor
         self._unsubscribe = self.bus.subscribe(lambda tag, data: None, self._bus_state)
 
+        if not listen:
+            for warning in listener_warnings(config):
+                self._log.warn("{warning}", warning=warning)
         if listen:
             descriptions = [(d, False) for d in listen]
         else:
@@ -103,7 +105,7 @@ class SaltApiService(MultiService):
         if any(tls for _d, tls in descriptions):
             factory_tls = tls_options(config)
         for description, tls in descriptions:
-            factory = TLSMemoryBIOFactory(factory_tls, False, self.site) if tls else self.site
+            factory = wrap_tls(factory_tls, self.site, clock=reactor) if tls and factory_tls else self.site
             service = strports.service(description, factory, reactor=reactor)
             service.setServiceParent(self)
 
@@ -124,6 +126,7 @@ class SaltApiService(MultiService):
         self.bus.start()
         self.firer.start()
         self._pinger.start(PING_INTERVAL, now=True)
+        self.api.hub.start()
         super().startService()
         self._log.info(
             "saltapi_twisted serving the master at {address} (event bus in {sock_dir})",

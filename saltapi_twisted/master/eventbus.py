@@ -114,6 +114,7 @@ class _BusProtocol(Protocol):
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
         self.decoder = BusDecoder(max_frame_size=MAX_BUS_FRAME)
+        self._bad_seen = 0
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted hook
         self.bus._connected(self)
@@ -126,6 +127,10 @@ class _BusProtocol(Protocol):
             self._log.warn("dropping the event bus connection after an undecodable frame: {error}", error=str(exc))
             self.transport.loseConnection()
             return
+        if self.decoder.bad_frames != self._bad_seen:
+            self.bus.bad_frames += self.decoder.bad_frames - self._bad_seen
+            self._bad_seen = self.decoder.bad_frames
+            self._log.warn("skipped {count} undecodable event frame(s)", count=self.bus.bad_frames)
         for tag, data_ in events:
             self.bus.dispatch(tag, data_)
 

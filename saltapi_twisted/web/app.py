@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import PathConverter
 
 from .. import __version__
 from ..auth import Authenticator, RateLimiter, compute_perms, token_from_request
@@ -42,6 +43,9 @@ from ..master.exceptions import (
     ShuttingDown,
 )
 from ..negotiation import JSON, choose_output, normalize_lowstate, parse_body, serialize
+from ..streams import EventHub
+from .events import SSE, serve_events
+from .hook import serve_hook
 
 _JID_RE = re.compile(r"^[0-9]{20}(_[A-Za-z0-9]{1,32})?$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -49,11 +53,18 @@ _MID_BAD = re.compile(r"[/\\\x00-\x1f\x7f]")
 LOGIN_KEYS_MESSAGE = 'Require "username", "password", and "eauth" params'
 
 
+class AnyPathConverter(PathConverter):
+    """Like ``path``, but also empty segments (``/hook//x`` reaches the handler, which refuses it)."""
+
+    regex = r"[\s\S]*"
+    part_isolating = False
+
+
 #: Every REST path: each answers OPTIONS.
 REST_PATHS = (
     "/", "/login", "/logout", "/token", "/run", "/minions", "/minions/", "/minions/<mid>",
     "/jobs", "/jobs/", "/jobs/<jid>", "/keys", "/keys/", "/keys/<mid>", "/events",
-    "/hook", "/hook/<path:suffix>", "/stats", "/health",
+    "/hook", "/hook/<anypath:suffix>", "/stats", "/health",
 )
 
 
@@ -66,6 +77,10 @@ def _options_routes(app: Klein) -> Callable[[Any], Any]:
         return function
 
     return register
+
+
+#: What a streaming handler returns once its stream has ended.
+STREAMED = object()
 
 
 @dataclass
@@ -101,6 +116,7 @@ class SaltAPI:
     """
 
     app = Klein()
+    app.url_map.converters["anypath"] = AnyPathConverter
     # Paths match exactly: no slash merging, no redirects.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
@@ -129,6 +145,9 @@ class SaltAPI:
         self.salt_version = salt_version
         self.stats = Stats()
         self.login_limiter = RateLimiter(config.login_rate_limit, 60.0)
+        self.hook_limiter = RateLimiter(config.webhook_rate_limit, 1.0)
+        self.hub = EventHub(bus, clock, time.time, config.events_replay_buffer)
+        auth.on_revoke(self.hub.revoked)
         self.limits = Limits(
             max_chunks=config.max_chunks,
             max_tgt_length=config.max_tgt_length,
@@ -146,6 +165,8 @@ class SaltAPI:
         """End every open stream (shutdown)."""
         for stream in list(self.streams):
             stream.close("shutdown")
+        self.hub.close_all("shutdown")
+        self.hub.stop()
 
     # ------------------------------------------------------------------
     # common machinery
@@ -159,13 +180,17 @@ class SaltAPI:
             request.setHeader(name.encode(), value.encode())
 
     def _serve(
-        self, request: IRequest, handler: Callable[..., Awaitable[Any]], *args: Any
+        self, request: IRequest, handler: Callable[..., Awaitable[Any]], *args: Any, offers: tuple[str, ...] = ()
     ) -> defer.Deferred[bytes]:
-        return defer.ensureDeferred(self._run(request, handler, *args))
+        return defer.ensureDeferred(self._run(request, handler, *args, offers=offers))
 
-    async def _run(self, request: IRequest, handler: Callable[..., Awaitable[Any]], *args: Any) -> bytes:
+    async def _run(
+        self, request: IRequest, handler: Callable[..., Awaitable[Any]], *args: Any, offers: tuple[str, ...] = ()
+    ) -> bytes:
         self._base_headers(request)
         media = choose_output(_header(request, b"accept"))
+        if media is None and offers:
+            media = JSON if choose_output(_header(request, b"accept"), offers=offers) else None
         try:
             if media is None:
                 raise ApiError(
@@ -179,6 +204,9 @@ class SaltAPI:
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error body
             error = self._to_api_error(exc)
             return self._render_error(request, error, media or JSON)
+        if result is STREAMED:
+            self.stats.requests[200] += 1
+            return b""
         response = result if isinstance(result, Response) else Response(result)
         request.setResponseCode(response.status)
         self.stats.requests[response.status] += 1
@@ -215,7 +243,8 @@ class SaltAPI:
         request.setHeader(b"Content-Type", media.encode())
         return serialize(error.body(), media)
 
-    def _read_body(self, request: IRequest, required: bool = True) -> Any:
+    def _raw_body(self, request: IRequest) -> bytes:
+        """The request body, at most ``max_request_body_size`` bytes (else 413)."""
         length = _header(request, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.config.max_request_body_size:
             raise ApiError("payload_too_large", f"Request body over {self.config.max_request_body_size} bytes")
@@ -226,6 +255,13 @@ class SaltAPI:
             raw = request.content.read(self.config.max_request_body_size + 1)
         if len(raw) > self.config.max_request_body_size:
             raise ApiError("payload_too_large", f"Request body over {self.config.max_request_body_size} bytes")
+        return raw
+
+    def _query(self, request: IRequest) -> dict[str, list[str]]:
+        return query_args(request)
+
+    def _read_body(self, request: IRequest, required: bool = True) -> Any:
+        raw = self._raw_body(request)
         query = query_args(request)
         content_type = _header(request, b"content-type")
         if not raw.strip():
@@ -601,6 +637,51 @@ class SaltAPI:
         return self._serve(request, self._keys, mid)
 
     # ------------------------------------------------------------------
+    # /events, /hook
+
+    @app.route("/events", methods=["GET"])
+    def events(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            await serve_events(self, request)
+            return STREAMED
+
+        return self._serve(request, handler, offers=(SSE,))
+
+    @app.route("/hook", methods=["POST"])
+    def hook(self, request: IRequest) -> defer.Deferred[bytes]:
+        return self._serve(request, lambda r: serve_hook(self, r))
+
+    @app.route("/hook/<anypath:suffix>", methods=["POST"])
+    def hook_path(self, request: IRequest, suffix: str) -> defer.Deferred[bytes]:
+        return self._serve(request, lambda r: serve_hook(self, r))
+
+    # ------------------------------------------------------------------
+    # websockets (mounted when ``websockets: True``)
+
+    def _websocket(self, request: IRequest, kind: str, token: str | None) -> Any:
+        if not self.config.websockets:
+            return self._serve(request, _not_found)
+        from .websockets import websocket_resource
+
+        return websocket_resource(self, request, kind, token)
+
+    @app.route("/all_events/<path:token>", methods=["GET"])
+    def all_events(self, request: IRequest, token: str) -> Any:
+        return self._websocket(request, "all_events", token)
+
+    @app.route("/formatted_events/<path:token>", methods=["GET"])
+    def formatted_events(self, request: IRequest, token: str) -> Any:
+        return self._websocket(request, "formatted_events", token)
+
+    @app.route("/ws", methods=["GET"])
+    def ws_plain(self, request: IRequest) -> Any:
+        return self._websocket(request, "ws", None)
+
+    @app.route("/ws/<path:token>", methods=["GET"])
+    def ws_token(self, request: IRequest, token: str) -> Any:
+        return self._websocket(request, "ws", token)
+
+    # ------------------------------------------------------------------
     # /stats, /health
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -652,6 +733,10 @@ class SaltAPI:
             }
 
         return self._serve(request, handler)
+
+
+async def _not_found(request: IRequest) -> Any:
+    raise ApiError("not_found", "Not found")
 
 
 def query_args(request: IRequest) -> dict[str, list[str]]:
