@@ -46,8 +46,9 @@ def test_burst_reaches_every_client_in_order(api: Api, admin_token: str, salt_ma
             await client.connect()
         await asyncio.sleep(0.5)
         await asyncio.get_running_loop().run_in_executor(None, fire_events, salt_master, prefix, count)
+        done = await asyncio.gather(*(c.read_until(lambda c: len(c.messages) >= count, 60) for c in clients))
+        assert all(done), [len(c.messages) for c in clients]
         for client in clients:
-            assert await client.read_until(lambda c: len(c.messages) >= count, 60), len(client.messages)
             numbers = [m.data["data"]["n"] for m in client.messages]
             assert numbers == list(range(count))
             assert all(m.tag == f"{prefix}/{m.data['data']['n']}" for m in client.messages)
@@ -148,13 +149,14 @@ def test_a_client_that_never_reads_is_dropped(api_factory_small_queue: ApiProces
     client_api = Api(process)
     token = client_api.login()
     prefix = f"test/slow/{uuid.uuid4().hex}"
-    count = 3000
+    count = 1500
 
     async def main() -> None:
         import socket
 
-        stuck = socket.create_connection(("127.0.0.1", process.block["port"]))
+        stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", process.block["port"]))
         stuck.sendall(
             f"GET /events HTTP/1.0\r\nAccept: text/event-stream\r\nX-Auth-Token: {token}\r\n\r\n".encode()
         )
@@ -162,11 +164,16 @@ def test_a_client_that_never_reads_is_dropped(api_factory_small_queue: ApiProces
         for client in others:
             await client.connect()
         await asyncio.sleep(0.5)
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: fire_events(salt_master, prefix, count, {"pad": "x" * 2000})
+        loop = asyncio.get_running_loop()
+        # 10 MB that only the stuck client subscribes to, then the burst for everyone
+        await loop.run_in_executor(None, lambda: fire_events(salt_master, prefix + "-big", 1000, {"pad": "x" * 10000}))
+        await loop.run_in_executor(None, lambda: fire_events(salt_master, prefix, count, {"pad": "x" * 1000}))
+        done = await asyncio.gather(
+            *(client.read_until(lambda c: len(c.messages) >= count, 180) for client in others)
         )
+        assert all(done), [len(c.messages) for c in others if len(c.messages) < count][:5]
         for client in others:
-            assert await client.read_until(lambda c: len(c.messages) >= count, 120), len(client.messages)
+            assert [m.data["data"]["n"] for m in client.messages] == list(range(count))
             client.close()
         stats = client_api.get("/stats", headers={"X-Auth-Token": token}).json()["saltapi_twisted"]
         assert stats["streams_dropped"] >= 1
