@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,13 +102,15 @@ class SaltSandbox:
         self.master_proc: subprocess.Popen[bytes] | None = None
         self.minion_procs: dict[str, subprocess.Popen[bytes]] = {}
         self.sentinel = self.root / "SENTINEL"
+        # Unix socket paths are limited to 107 bytes: keep sockets short.
+        self.short_dir = Path(tempfile.mkdtemp(prefix="salt-sock-", dir="/tmp"))
 
     # ------------------------------------------------------------------
     # configuration
 
     @property
     def sock_dir(self) -> Path:
-        return self.root / "master" / "sock"
+        return self.short_dir / "master"
 
     @property
     def cachedir(self) -> Path:
@@ -122,7 +125,7 @@ class SaltSandbox:
             "interface": "127.0.0.1",
             "publish_port": self.publish_port,
             "ret_port": self.ret_port,
-            "root_dir": str(self.root / "master"),
+            # no root_dir: Salt would prefix it to the short socket directory
             "pki_dir": str(self.root / "master" / "pki"),
             "cachedir": str(self.cachedir),
             "sock_dir": str(self.sock_dir),
@@ -160,10 +163,9 @@ class SaltSandbox:
             "master": "127.0.0.1",
             "master_port": self.ret_port,
             "publish_port": self.publish_port,
-            "root_dir": str(base),
             "pki_dir": str(base / "pki"),
             "cachedir": str(base / "cache"),
-            "sock_dir": str(base / "sock"),
+            "sock_dir": str(self.short_dir / minion_id),
             "pidfile": str(base / "salt-minion.pid"),
             "log_file": str(base / "minion.log"),
             "log_level_logfile": "info",
@@ -300,6 +302,7 @@ class SaltSandbox:
             _stop(proc)
         self.minion_procs.clear()
         self.stop_master()
+        shutil.rmtree(self.short_dir, ignore_errors=True)
 
     def tail(self, name: str, lines: int = 15) -> str:
         """The last lines of one of the sandbox's output files."""

@@ -166,7 +166,10 @@ def test_a_client_that_never_reads_is_dropped(api_factory_small_queue: ApiProces
         await asyncio.sleep(0.5)
         loop = asyncio.get_running_loop()
         # 10 MB that only the stuck client subscribes to, then the burst for everyone
-        await loop.run_in_executor(None, lambda: fire_events(salt_master, prefix + "-big", 1000, {"pad": "x" * 10000}))
+        for _ in range(10):  # in steps the master's publisher keeps up with
+            await loop.run_in_executor(
+                None, lambda: fire_events(salt_master, prefix + "-big", 100, {"pad": "x" * 10000})
+            )
         await loop.run_in_executor(None, lambda: fire_events(salt_master, prefix, count, {"pad": "x" * 1000}))
         done = await asyncio.gather(
             *(client.read_until(lambda c: len(c.messages) >= count, 180) for client in others)
@@ -184,7 +187,7 @@ def test_a_client_that_never_reads_is_dropped(api_factory_small_queue: ApiProces
 
 @pytest.fixture
 def api_factory_small_queue(salt_master: SaltSandbox, tmp_path: Path):  # type: ignore[no-untyped-def]
-    process = ApiProcess(tmp_path, salt_master, {"disable_ssl": True, "events_queue_max": 100})
+    process = ApiProcess(tmp_path, salt_master, {"disable_ssl": True, "events_queue_max": 2000})
     process.start()
     try:
         yield process
