@@ -154,6 +154,8 @@ class SaltAPI:
             token_length=config.master.token_length,
         )
         self.shutting_down = False
+        #: the site serving this app (connection counters), once built.
+        self.site: Any = None
         #: open event streams (SSE, websockets): each has ``close(reason)``.
         self.streams: set[Any] = set()
 
@@ -722,6 +724,11 @@ class SaltAPI:
                     "events_unsafe_tags_dropped": self.hub.unsafe_tags,
                     "jobs_watched": self.bus.watch_count,
                     "events_received": self.bus.events_received,
+                    "connections": {
+                        "open": getattr(self.site, "open_connections", 0),
+                        "refused": getattr(self.site, "refused_connections", 0),
+                        "closed_slow": getattr(self.site, "slow_closed", 0),
+                    },
                     "event_bus_reconnects": self.bus.reconnects,
                     "master": {
                         "request_channel": health["request_channel"],
