@@ -60,6 +60,41 @@ def bus_endpoints(reactor: Any, config: ApiConfig) -> tuple[Any, Any]:
     )
 
 
+class ReactorLag:
+    """Measures how late the reactor runs a 50 ms timer (the worst delay a request sees)."""
+
+    INTERVAL = 0.05
+
+    def __init__(self, clock: Any) -> None:
+        self._clock = clock
+        self._loop = task.LoopingCall(self._tick)
+        self._loop.clock = clock
+        self._last: float | None = None
+        self.max_lag = 0.0
+        self.recent_max = 0.0
+        self._window_started = 0.0
+
+    def _tick(self) -> None:
+        now = self._clock.seconds()
+        if self._last is not None:
+            lag = max(0.0, now - self._last - self.INTERVAL)
+            self.max_lag = max(self.max_lag, lag)
+            if now - self._window_started > 60:
+                self._window_started = now
+                self.recent_max = lag
+            else:
+                self.recent_max = max(self.recent_max, lag)
+        self._last = now
+
+    def start(self) -> None:
+        self._window_started = self._clock.seconds()
+        self._loop.start(self.INTERVAL, now=True)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+
 class SaltApiService(MultiService):
     """Owns every long-lived part of the API.
 
@@ -90,6 +125,8 @@ class SaltApiService(MultiService):
         self.auth = Authenticator(self.master, config.master.token_length, config.token_cache_seconds)
         self.runner = ClientRunner(self.master, self.bus, reactor, config)
         self.site, self.api = build_site(self, salt_version(config))
+        self.lag = ReactorLag(reactor)
+        self.api.lag = self.lag
         self._pinger = task.LoopingCall(self._ping)
         self._pinger.clock = reactor
         self._unsubscribe = self.bus.subscribe(lambda tag, data: None, self._bus_state)
@@ -127,6 +164,7 @@ class SaltApiService(MultiService):
         self.firer.start()
         self._pinger.start(PING_INTERVAL, now=True)
         self.api.hub.start()
+        self.lag.start()
         super().startService()
         self._log.info(
             "saltapi_twisted serving the master at {address} (event bus in {sock_dir})",
@@ -141,6 +179,7 @@ class SaltApiService(MultiService):
         await self.api.close_streams()
         if self._pinger.running:
             self._pinger.stop()
+        self.lag.stop()
         self.channel.close()
         self._unsubscribe()
         await defer.DeferredList([defer.maybeDeferred(self.bus.stop), defer.maybeDeferred(self.firer.stop)])

@@ -8,6 +8,8 @@ credentials; this module chooses ``cmd`` and nothing else.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -31,9 +33,23 @@ class MasterClient:
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
+        #: called with (cmd, outcome, seconds) after every round trip
+        self.observer: Callable[[str, str, float], None] | None = None
+
+    async def _request(self, load: dict[str, Any], timeout: float | None = None) -> Any:
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return await self.channel.request(load, timeout)
+        except BaseException as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer(str(load.get("cmd")), outcome, time.monotonic() - started)
 
     async def _call(self, load: dict[str, Any], timeout: float | None = None) -> Any:
-        reply = await self.channel.request(load, timeout)
+        reply = await self._request(load, timeout)
         error = error_from_reply(reply)
         if error is not None:
             raise error
@@ -41,7 +57,7 @@ class MasterClient:
 
     async def ping(self, timeout: float | None = None) -> bool:
         """A round trip that executes nothing (the master echoes the load)."""
-        reply = await self.channel.request({"cmd": "ping"}, timeout)
+        reply = await self._request({"cmd": "ping"}, timeout)
         return isinstance(reply, dict)
 
     async def mk_token(
@@ -58,7 +74,7 @@ class MasterClient:
 
     async def get_token(self, token: str) -> dict[str, Any] | None:
         """The token's data, or ``None`` if the master does not know it."""
-        reply = await self.channel.request({"cmd": "get_token", "token": token})
+        reply = await self._request({"cmd": "get_token", "token": token})
         if isinstance(reply, dict) and reply.get("token") and "expire" in reply:
             return reply
         return None

@@ -30,6 +30,7 @@ from ..cors import cors_headers, is_foreign, own_origin, preflight_headers
 from ..errors import ApiError, error_body, master_unavailable, unauthenticated
 from ..jobs import JobTimeout
 from ..lowstate import Limits, validate_lowstate
+from ..metrics import Metrics
 from ..master.client import MasterClient
 from ..master.eventbus import EventBus
 from ..master.exceptions import (
@@ -64,7 +65,7 @@ class AnyPathConverter(PathConverter):
 REST_PATHS = (
     "/", "/login", "/logout", "/token", "/run", "/minions", "/minions/", "/minions/<mid>",
     "/jobs", "/jobs/", "/jobs/<jid>", "/keys", "/keys/", "/keys/<mid>", "/events",
-    "/hook", "/hook/<anypath:suffix>", "/stats", "/health",
+    "/hook", "/hook/<anypath:suffix>", "/stats", "/health", "/metrics",
 )
 
 
@@ -77,6 +78,13 @@ def _options_routes(app: Klein) -> Callable[[Any], Any]:
         return function
 
     return register
+
+
+@dataclass
+class Raw:
+    """Bytes sent as they are (the handler set ``Content-Type``)."""
+
+    body: bytes
 
 
 #: What a streaming handler returns once its stream has ended.
@@ -144,6 +152,9 @@ class SaltAPI:
         self.firer = firer
         self.salt_version = salt_version
         self.stats = Stats()
+        self.metrics = Metrics()
+        if hasattr(master, "observer"):
+            master.observer = self.metrics.observe_master
         self.login_limiter = RateLimiter(config.login_rate_limit, 60.0)
         self.hook_limiter = RateLimiter(config.webhook_rate_limit, 1.0)
         self.hub = EventHub(bus, clock, time.time, config.events_replay_buffer)
@@ -154,6 +165,8 @@ class SaltAPI:
             token_length=config.master.token_length,
         )
         self.shutting_down = False
+        #: the reactor-lag probe (set by the service)
+        self.lag: Any = None
         #: the site serving this app (connection counters), once built.
         self.site: Any = None
         #: open event streams (SSE, websockets): each has ``close(reason)``.
@@ -189,6 +202,15 @@ class SaltAPI:
     async def _run(
         self, request: IRequest, handler: Callable[..., Awaitable[Any]], *args: Any, offers: tuple[str, ...] = ()
     ) -> bytes:
+        started = time.monotonic()
+        try:
+            return await self._respond(request, handler, *args, offers=offers)
+        finally:
+            self.metrics.observe_request(request.path, request.method, request.code, time.monotonic() - started)
+
+    async def _respond(
+        self, request: IRequest, handler: Callable[..., Awaitable[Any]], *args: Any, offers: tuple[str, ...] = ()
+    ) -> bytes:
         self._base_headers(request)
         media = choose_output(_header(request, b"accept"))
         if media is None and offers:
@@ -209,6 +231,9 @@ class SaltAPI:
         if result is STREAMED:
             self.stats.requests[200] += 1
             return b""
+        if isinstance(result, Raw):
+            self.stats.requests[200] += 1
+            return result.body
         response = result if isinstance(result, Response) else Response(result)
         request.setResponseCode(response.status)
         self.stats.requests[response.status] += 1
@@ -448,6 +473,7 @@ class SaltAPI:
         ip = self._client_ip(request)
         retry = self.login_limiter.retry_after(ip)
         if retry:
+            self.metrics.rate_limited["login"] += 1
             raise ApiError("rate_limited", "Too many failed logins; try again later", {"Retry-After": str(retry)})
         creds = self._credentials_from_body(request)
         try:
@@ -460,8 +486,10 @@ class SaltAPI:
                 raise
             self.login_limiter.hit(ip)
             self.stats.logins_failed += 1
+            self.metrics.logins["failed"] += 1
             raise unauthenticated("Authentication failed") from None
         self.stats.logins_ok += 1
+        self.metrics.logins["ok"] += 1
         return info
 
     def _login_entry(self, info: dict[str, Any]) -> dict[str, Any]:
@@ -706,6 +734,31 @@ class SaltAPI:
 
         return self._serve(request, handler)
 
+    @app.route("/metrics", methods=["GET"])
+    def metrics_route(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            if not self.config.metrics:
+                raise ApiError("not_found", "Not found")
+            if not self.config.metrics_disable_auth:
+                await self._require_token(request)
+            kinds: Counter[str] = Counter(getattr(s, "kind", "stream") for s in self.hub.streams)
+            gauges = {
+                "connections": getattr(self.site, "open_connections", 0),
+                "streams": {"sse": kinds.get("sse", 0), "websocket": sum(v for k, v in kinds.items() if k != "sse")},
+                "events_received": self.bus.events_received,
+                "events_dropped": {"overflow": self.hub.dropped, "unsafe_tag": self.hub.unsafe_tags},
+                "master_up": {
+                    "request_channel": int(self.channel is not None and self.channel.recently_ok(self.clock.seconds())),
+                    "event_bus": int(self.bus.connected),
+                },
+                "reconnects": self.bus.reconnects,
+            }
+            body, content_type = self.metrics.render(gauges)
+            request.setHeader(b"Content-Type", content_type.encode())
+            return Raw(body)
+
+        return self._serve(request, handler)
+
     @app.route("/stats", methods=["GET"])
     def stats_route(self, request: IRequest) -> defer.Deferred[bytes]:
         async def handler(request: IRequest) -> Any:
@@ -724,6 +777,8 @@ class SaltAPI:
                     "events_unsafe_tags_dropped": self.hub.unsafe_tags,
                     "jobs_watched": self.bus.watch_count,
                     "events_received": self.bus.events_received,
+                    "reactor_lag_max": getattr(self.lag, "max_lag", None),
+                    "reactor_lag_last_minute": getattr(self.lag, "recent_max", None),
                     "connections": {
                         "open": getattr(self.site, "open_connections", 0),
                         "refused": getattr(self.site, "refused_connections", 0),
