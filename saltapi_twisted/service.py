@@ -134,10 +134,14 @@ class SaltApiService(MultiService):
         if not listen:
             for warning in listener_warnings(config):
                 self._log.warn("{warning}", warning=warning)
-        if listen:
-            descriptions = [(d, False) for d in listen]
+        raw = listen or list(config.endpoints)
+        if raw:
+            # Operator-given endpoints get our TLS policy too when a certificate
+            # is configured ("ssl:" strings bring their own).
+            wrap = bool(config.ssl_crt) and not config.disable_ssl
+            descriptions = [(d, wrap and not d.startswith("ssl:")) for d in raw]
         else:
-            descriptions = [(d, not config.disable_ssl and not config.endpoints) for d in listener_descriptions(config)]
+            descriptions = [(d, not config.disable_ssl) for d in listener_descriptions(config)]
         factory_tls = None
         if any(tls for _d, tls in descriptions):
             factory_tls = tls_options(config)
