@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from .auth import Authenticator
 from .clients import ClientRunner
-from .config import ApiConfig
+from .config import ApiConfig, ConfigError
 from .endpoints import listener_descriptions, listener_warnings, tls_options, wrap_tls
 from .master.client import MasterClient
 from .master.eventbus import EventBus
@@ -147,7 +147,10 @@ class SaltApiService(MultiService):
             factory_tls = tls_options(config)
         for description, tls in descriptions:
             factory = wrap_tls(factory_tls, self.site, clock=reactor) if tls and factory_tls else self.site
-            service = strports.service(description, factory, reactor=reactor)
+            try:
+                service = strports.service(description, factory, reactor=reactor)
+            except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
+                raise ConfigError(f"cannot listen on {description!r}: {exc or type(exc).__name__}") from None
             service.setServiceParent(self)
 
     def _bus_state(self, up: bool) -> None:

@@ -89,7 +89,7 @@ def api_process(salt_master: SaltSandbox, tmp_path_factory: pytest.TempPathFacto
     process = ApiProcess(
         root,
         salt_master,
-        {"disable_ssl": True, "websockets": True, "events_keepalive": 1, "cors_origin": ["https://ui.example"]},
+        {"disable_ssl": True, "websockets": True, "events_keepalive": 1, "cors_origin": ["https://ui.example"], "metrics": True},
     )
     process.start()
     try:
