@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import ipaddress
 import math
+import re
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -165,6 +166,12 @@ def _samesite(value: Any) -> str:
     return _choice("Strict", "Lax")(value)
 
 
+def _url_segment(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"/[A-Za-z0-9._~-]+", value):
+        raise ValueError("must be one path segment such as /static")
+    return value
+
+
 #: block key -> (attribute, checker, default). ``port`` has no default.
 _BLOCK_KEYS: dict[str, tuple[str, Callable[[Any], Any], Any]] = {
     "port": ("port", _int_range(1, 65535), None),
@@ -214,6 +221,10 @@ _BLOCK_KEYS: dict[str, tuple[str, Callable[[Any], Any], Any]] = {
     "jobs_format": ("jobs_format", _jobs_format, "tornado"),
     "log_format": ("log_format", _log_format, "text"),
     "token_cache_seconds": ("token_cache_seconds", _seconds, 5.0),
+    "static": ("static", _optional_str, None),
+    "static_path": ("static_path", _url_segment, "/static"),
+    "app": ("app", _optional_str, None),
+    "app_path": ("app_path", _url_segment, "/app"),
 }
 
 
@@ -313,6 +324,10 @@ class ApiConfig:
     jobs_format: str = "tornado"
     log_format: str = "text"
     token_cache_seconds: float = 5.0
+    static: str | None = None
+    static_path: str = "/static"
+    app: str | None = None
+    app_path: str = "/app"
     warnings: tuple[str, ...] = ()
 
     @property

@@ -182,7 +182,7 @@ class JobWaiter:
                     await self._signal.wait(self.clock, started + self.min_wait - now)
                     continue
                 if now >= next_probe:
-                    running = await self._find_job_round(jid, sorted(outstanding))
+                    running = await self._find_job_round(jid, sorted(outstanding), give_up_at)
                     now = self.clock.seconds()
                     for minion in running:
                         deadlines[minion] = now + self.timeout
@@ -198,8 +198,11 @@ class JobWaiter:
         finally:
             stop()
 
-    async def _find_job_round(self, jid: str, minions: list[str]) -> set[str]:
-        """Ask *minions* whether they still run *jid*; the ones that do."""
+    async def _find_job_round(self, jid: str, minions: list[str], until: float | None = None) -> set[str]:
+        """Ask *minions* whether they still run *jid*; the ones that do.
+
+        The round listens for G seconds, but never past *until* (publish + M).
+        """
         load = {
             "tgt": minions,
             "tgt_type": "list",
@@ -211,6 +214,8 @@ class JobWaiter:
         }
         try:
             reply = await self.master.publish(load, timeout=self.gather_job_timeout)
+        except defer.CancelledError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a failed probe ends nothing by itself
             _log.warn("find_job for {jid} failed: {error}", jid=jid, error=str(exc))
             return set(minions)
@@ -238,6 +243,8 @@ class JobWaiter:
         stop = self.bus.watch_jid(probe_jid, on_probe)
         try:
             end = self.clock.seconds() + self.gather_job_timeout
+            if until is not None:
+                end = min(end, until)
             while not answered >= set(minions) and self.clock.seconds() < end:
                 if set(self.returns) >= set(minions):
                     break

@@ -316,7 +316,7 @@ class EventHub:
         if not self.replay_enabled or not last_event_id or len(last_event_id) > 64:
             return None
         boot, _sep, seq_text = last_event_id.partition("-")
-        if boot != self.boot or not seq_text.isdigit():
+        if boot != self.boot or not (seq_text.isascii() and seq_text.isdigit()):
             return None
         seq = int(seq_text)
         if seq > self.seq:

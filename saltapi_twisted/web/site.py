@@ -224,6 +224,8 @@ def build_site(service: Any, salt_version: str | None) -> tuple[ApiSite, Any]:
         firer=service.firer,
         salt_version=salt_version,
     )
-    site = ApiSite(api.resource(), service.config, reactor=service.reactor)
+    from .hosting import mount_hosting
+
+    site = ApiSite(mount_hosting(api.resource(), service.config), service.config, reactor=service.reactor)
     api.site = site
     return site, api
