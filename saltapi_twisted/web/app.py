@@ -734,6 +734,15 @@ class SaltAPI:
 
         return self._serve(request, handler)
 
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request: IRequest) -> defer.Deferred[bytes]:
+        async def handler(request: IRequest) -> Any:
+            from ..openapi import build
+
+            return build()
+
+        return self._serve(request, handler)
+
     @app.route("/metrics", methods=["GET"])
     def metrics_route(self, request: IRequest) -> defer.Deferred[bytes]:
         async def handler(request: IRequest) -> Any:
