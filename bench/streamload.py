@@ -136,6 +136,14 @@ class WSReader(_Reader):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception as exc:  # noqa: BLE001 - one broken client must not spam or stop the run
+            self.close_reason = f"client error {exc!r}"[:200]
+            self._ready(False)
+            self.close()
+
+    def _received(self, data: bytes) -> None:
         now = time.time()
         self.ws.receive_data(data)
         for event in self.ws.events_received():
@@ -187,10 +195,9 @@ async def open_readers(
     return readers, time.monotonic() - t0
 
 
-def sse_request(path: str, token: str | None, query_token: bool = False) -> bytes:
-    if query_token and token:
-        path = f"{path}{'&' if '?' in path else '?'}token={token}"
-    lines = [f"GET {path} HTTP/1.0", "Host: 127.0.0.1", "Accept: text/event-stream"]
+def sse_request(path: str, token: str | None) -> bytes:
+    """The request line and headers (``Accept: */*``: rest_tornado answers 406 to ``text/event-stream``)."""
+    lines = [f"GET {path} HTTP/1.0", "Host: 127.0.0.1", "Accept: */*"]
     if token:
         lines.append(f"X-Auth-Token: {token}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -247,3 +254,56 @@ async def wait_deliveries(shared: Shared, target: int, *, idle: float, cap: floa
             last_change = now
         if now - last_change > idle or now - t0 > cap:
             return
+
+
+class BusReader(_Reader):
+    """A raw subscriber of the master's event bus (``master_event_pub.ipc``): the no-HTTP reference.
+
+    3007/3008 publish a plain stream of msgpack maps ``{"head", "body"}``
+    with ``body = b"<tag>\\n\\n" + msgpack(data)``.
+    """
+
+    def __init__(self, shared: Shared) -> None:
+        super().__init__(shared)
+        import msgpack  # noqa: PLC0415
+
+        self._msgpack = msgpack
+        self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.status = 200
+        self._ready(True)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        self.unpacker.feed(data)
+        found = 0
+        for message in self.unpacker:
+            body = message.get("body") if isinstance(message, dict) else None
+            if not isinstance(body, (bytes, bytearray)):
+                continue
+            _tag, sep, packed = bytes(body).partition(b"\n\n")
+            if not sep or b"sent" not in packed:
+                continue
+            try:
+                event = self._msgpack.unpackb(packed, raw=False, strict_map_key=False)
+            except ValueError:
+                continue
+            sent = event.get("sent") if isinstance(event, dict) else None
+            if isinstance(sent, float):
+                found += 1
+                self.latencies.append(now - sent)
+        if found:
+            self.count += found
+            self.shared.deliveries += found
+            self.shared.last_delivery = now
+
+
+async def open_bus_readers(pub_path: str, n: int, shared: Shared) -> list[_Reader]:
+    loop = asyncio.get_running_loop()
+    readers: list[_Reader] = []
+    for _ in range(n):
+        _t, proto = await loop.create_unix_connection(lambda: BusReader(shared), pub_path)
+        readers.append(proto)
+    return readers

@@ -148,6 +148,8 @@ class SaltSandbox:
             "worker_threads": 5,
             "enable_ssh_minions": False,
             "loop_interval": 5,
+            # big job returns reach the event bus whole (the default trims at 1 MiB)
+            "max_event_size": 128 * 1024 * 1024,
         }
         options.update(self.master_options)
         if self.api_block is not None:
@@ -180,6 +182,7 @@ class SaltSandbox:
             "auth_tries": 20,
             "ping_interval": 0,
             "grains": {"sandbox": True},
+            "max_event_size": 128 * 1024 * 1024,
         }
 
     def write_config(self) -> None:

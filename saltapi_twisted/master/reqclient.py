@@ -167,6 +167,12 @@ class RequestChannel:
                 if now - request.first_attempt >= CONNECT_GRACE:
                     self._finish(request, failure=MasterUnavailable(_unavailable_text(exc)))
                     continue
+                # The requests queued behind it wait for the same connection:
+                # their grace starts now too, so they fail together rather
+                # than one grace period after another.
+                for waiting in self._waiting:
+                    if waiting.first_attempt is None:
+                        waiting.first_attempt = now
                 self._waiting.appendleft(request)
                 if self._retry is None or not self._retry.active():
                     self._retry = self._clock.callLater(0.05, self._retry_pump)
