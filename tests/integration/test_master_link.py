@@ -209,3 +209,26 @@ async def test_garbage_on_the_bus_is_survived(tmp_path: Path) -> None:
     finally:
         await bus.stop()
         server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_credentials_in_job_error_events_are_scrubbed(salt_master: SaltSandbox) -> None:
+    """The master repeats a failed publish's whole load on the bus; subscribers never see the password."""
+    link = Link(salt_master)
+    seen: list[tuple[str, dict]] = []
+    link.bus.subscribe(lambda tag, data: seen.append((tag, data)))
+    await link.start()
+    try:
+        jid = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "000000_scrub"
+        secret = f"pw-{uuid.uuid4().hex}"
+        with pytest.raises(AuthenticationFailed):
+            await link.master.publish(
+                {"tgt": "*", "fun": "test.ping", "arg": [], "tgt_type": "glob", "ret": "", "user": "x", "jid": jid,
+                 "kwargs": {"eauth": "file", "username": "saltdev", "password": secret}}
+            )
+        assert await _until(lambda: any(tag == f"salt/job/{jid}/error" for tag, _ in seen), 10)
+        event = next(data for tag, data in seen if tag == f"salt/job/{jid}/error")
+        assert event["kwargs"]["password"] == "<redacted>"
+        assert secret not in repr(seen)
+    finally:
+        await link.stop()
