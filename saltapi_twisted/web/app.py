@@ -321,8 +321,14 @@ class SaltAPI:
         return token, info
 
     def _validate(self, chunks: Any, header_token: str | None, require_credentials: bool = True) -> list[dict]:
+        # Clients such as salt-pepper send unset options as null ("batch": null):
+        # a null option is an absent one.
+        chunks = [
+            {k: v for k, v in chunk.items() if v is not None or k == "client"} if isinstance(chunk, dict) else chunk
+            for chunk in normalize_lowstate(chunks)
+        ]
         return validate_lowstate(
-            normalize_lowstate(chunks),
+            chunks,
             enabled_clients=self.config.master.enabled_clients,
             limits=self.limits,
             header_token=header_token,
