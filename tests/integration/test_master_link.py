@@ -155,7 +155,7 @@ async def test_master_restart_is_survived(fresh_sandbox: SaltSandbox) -> None:
             except Exception:  # noqa: BLE001
                 return False
 
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         ok = False
         while not ok and time.monotonic() < deadline:
             ok = await works()

@@ -214,7 +214,10 @@ def test_unknown_runner_times_out_cleanly(api: Api, admin_token: str) -> None:
     started = time.monotonic()
     response = api.run([{"client": "runner", "fun": "nosuch.function", "timeout": 3}], admin_token)
     assert response.status_code == 200
-    assert response.json()["return"][0].startswith("Unexpected exception while handling request:")
+    entry = response.json()["return"][0]
+    # 3008's runner process dies without a return event (the wait's deadline ends it);
+    # 3006/3007 send the runner's own error as the return
+    assert entry.startswith("Unexpected exception while handling request:") or "is not available" in entry
     assert time.monotonic() - started < 20
 
 
