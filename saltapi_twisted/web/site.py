@@ -24,7 +24,10 @@ from collections import Counter
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
@@ -78,6 +81,8 @@ class ApiChannel(HTTPChannel):
     _header_deadline: IDelayedCall | None = None
     _body_deadline: IDelayedCall | None = None
     _refused = False
+    #: the TCP peer counted under ``max_connections_per_ip`` (None once released)
+    _peer_host: str | None = None
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted hook
         super().connectionMade()
@@ -96,8 +101,9 @@ class ApiChannel(HTTPChannel):
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
         self.site.slow_closed += 1
-        if self.transport is not None:
-            self.transport.abortConnection()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
 
     def _body_too_slow(self) -> None:
         self._body_deadline = None
@@ -134,7 +140,7 @@ class ApiChannel(HTTPChannel):
         if self.persistent and self.transport is not None and not self._refused:
             self._arm_header_deadline()
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802 - Twisted hook
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted hook
         self._cancel("_header_deadline")
         self._cancel("_body_deadline")
         self.site.connection_closed(self)
@@ -150,12 +156,14 @@ class ApiSite(Site):
     """
 
     requestFactory = ApiRequest
-    protocol = ApiChannel
+    protocol = ApiChannel  # type: ignore[assignment]  # HTTPFactory types it as a zero-argument callable
     noisy = False
     _log = Logger(namespace="saltapi_twisted.access")
 
     def __init__(self, resource: Any, config: Any, reactor: Any = None) -> None:
-        super().__init__(resource, reactor=reactor)
+        # Bodies are parsed by the API's own bounded loaders, never by
+        # twisted.web (whose multipart parser answers bad bodies with a bare 400).
+        super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
         self.header_timeout = config.request_header_timeout
         self.body_timeout = config.request_body_timeout
         self.max_body = config.max_request_body_size
@@ -168,7 +176,7 @@ class ApiSite(Site):
         # Twisted's idle timeout, for idle keep-alive connections.
         self.timeOut = max(self.header_timeout, 60)
 
-    def buildProtocol(self, addr: IAddress) -> Any:  # noqa: N802 - Twisted hook
+    def buildProtocol(self, addr: IAddress | None) -> Any:  # noqa: N802 - Twisted hook
         """A channel, unless a connection cap is reached (then the connection is closed)."""
         host = str(getattr(addr, "host", "unix"))
         if self.open_connections >= self.max_connections or (
@@ -194,7 +202,7 @@ class ApiSite(Site):
         if self.per_ip[host] <= 0:
             del self.per_ip[host]
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         """One access-log event per request, secrets redacted."""
         path = request.uri.decode("latin-1", "replace")
         peer = request.getClientAddress()
