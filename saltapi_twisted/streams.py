@@ -46,7 +46,7 @@ class StreamEvent:
     :param boot: this process's boot id.
     """
 
-    __slots__ = ("seq", "tag", "data", "boot", "_json", "_sse")
+    __slots__ = ("seq", "tag", "data", "boot", "_json", "_sse", "_frames")
 
     def __init__(self, seq: int, tag: str, data: dict[str, Any], boot: str) -> None:
         self.seq = seq
@@ -55,6 +55,17 @@ class StreamEvent:
         self.boot = boot
         self._json: str | None = None
         self._sse: dict[bool, bytes] = {}
+        self._frames: dict[Any, bytes] | None = None
+
+    def encoded(self, key: Any, build: Callable[[StreamEvent], bytes]) -> bytes:
+        """Another encoding of this event (e.g. a websocket frame), built once and shared."""
+        if self._frames is None:
+            self._frames = {}
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = build(self)
+            self._frames[key] = frame
+        return frame
 
     @property
     def event_id(self) -> str:

@@ -176,12 +176,23 @@ class SaltAPI:
         """The twisted.web resource serving this app."""
         return self.app.resource()
 
-    async def close_streams(self) -> None:
-        """End every open stream (shutdown)."""
+    async def close_streams(self, wait: float = 3.0) -> None:
+        """End every open stream (shutdown); wait, bounded, until their connections are gone."""
+        streams = list(self.streams) + list(self.hub.streams)
         for stream in list(self.streams):
             stream.close("shutdown")
         self.hub.close_all("shutdown")
         self.hub.stop()
+        pending = [
+            s.finished for s in streams if getattr(s, "finished", None) is not None and not s.finished.called
+        ]
+        if pending:
+            done = defer.DeferredList(pending, consumeErrors=True)
+            done.addTimeout(wait, self.clock)
+            try:
+                await done
+            except defer.TimeoutError:
+                pass
 
     # ------------------------------------------------------------------
     # common machinery

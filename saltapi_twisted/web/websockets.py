@@ -41,15 +41,16 @@ from urllib.parse import urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
 from twisted.internet import defer
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ..auth import SESSION_COOKIE
 from ..cors import allow_origin
-from ..errors import ApiError
+from ..errors import ApiError, unauthenticated
 from ..formatted_events import Changes, FormattedView
 from ..streams import MAX_QUEUED_BYTES, BoundedStream, StreamEvent
 
@@ -66,9 +67,12 @@ CLOSE_TRY_AGAIN = 1013
 CLOSE_CODES = {"token expired": CLOSE_POLICY, "shutdown": CLOSE_GOING_AWAY, "overflow": CLOSE_TRY_AGAIN}
 
 OPEN_HANDSHAKE_TIMEOUT = 5.0
-CLOSE_HANDSHAKE_TIMEOUT = 2.0
+#: how long a client has to answer our close frame (it may first have to read what was queued)
+CLOSE_HANDSHAKE_TIMEOUT = 5.0
 
 KINDS = ("all_events", "formatted_events", "ws")
+
+_log = Logger()
 
 
 class _Context:
@@ -109,15 +113,13 @@ def websocket_resource(api: SaltAPI, request: IRequest, kind: str, token: str | 
     def hand_over(body: bytes) -> Any:
         if not accepted:
             return body
+        _access_log(request)
         return WebSocketResource(_factory(accepted[0]))
 
     return api._serve(request, handler).addCallback(hand_over)
 
 
 async def _check_upgrade(api: SaltAPI, request: IRequest, kind: str, path_token: str | None) -> _Context:
-    upgrade = _header(request, b"upgrade")
-    if upgrade is None or "websocket" not in [p.strip().lower() for p in upgrade.split(",")]:
-        raise ApiError("bad_request", "This resource needs a websocket upgrade (Upgrade: websocket)")
     token = path_token
     from_cookie = False
     if token is None and kind == "ws":
@@ -129,10 +131,16 @@ async def _check_upgrade(api: SaltAPI, request: IRequest, kind: str, path_token:
             if cookie is not None:
                 token = cookie.decode("latin-1")
                 from_cookie = True
+    # the format gate first: junk never reaches the master, a cache or a log
+    if token is None:
+        raise unauthenticated()
+    if not api.auth.well_formed(token):
+        raise unauthenticated("Invalid token")
+    upgrade = _header(request, b"upgrade")
+    if upgrade is None or "websocket" not in [p.strip().lower() for p in upgrade.split(",")]:
+        raise ApiError("bad_request", "This resource needs a websocket upgrade (Upgrade: websocket)")
     _check_origin(api, request, from_cookie)
-    # the format gate runs first inside validate(): no master round trip for junk
     info = await api.auth.validate(token)
-    assert token is not None  # noqa: S101 - validate() refused None
     try:
         expire: float | None = float(info.get("expire", 0)) or None
     except (TypeError, ValueError):
@@ -239,16 +247,17 @@ class StreamProtocol(WebSocketServerProtocol):
             stream = EventStream(self, context, prefix=context.kind == "ws")
         self.stream = stream
         # take the transport's producer slot from the HTTP channel we replaced
-        transport = self.transport
-        try:
-            transport.unregisterProducer()
-        except Exception:  # noqa: BLE001 - nothing was registered
-            pass
+        # the HTTP channel we replaced is still the transport's producer
+        transport: Any = self.transport
+        transport.unregisterProducer()
         transport.registerProducer(stream, True)
         api.hub.register(stream)
         api.streams.add(stream)
         if api.shutting_down:
             stream.close("shutdown")
+        elif api.auth.is_revoked(context.token):
+            # logged out between the check and the handshake
+            stream.close("token expired")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803 - autobahn hook
         stream = self.stream
@@ -259,12 +268,12 @@ class StreamProtocol(WebSocketServerProtocol):
                 stream.ready()
             return
         if self.context.kind == "ws":
-            self.sendMessage(REPLY, isBinary=False)
+            self.send_text(REPLY)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
         self._release()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802 - Twisted hook
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted hook
         try:
             super().connectionLost(reason)
         finally:
@@ -275,11 +284,33 @@ class StreamProtocol(WebSocketServerProtocol):
         if stream is not None:
             stream.release()
             self.context.api.streams.discard(stream)
+            if not stream.finished.called:
+                stream.finished.callback(None)
 
-    def close_with(self, code: int, reason: str) -> None:
-        """Start the closing handshake with *code* (1001/1008/1013 included)."""
+    def send_text(self, payload: bytes) -> None:
+        """Send one text message of any size.
+
+        autobahn applies ``maxMessagePayloadSize`` to both directions; the
+        cap is for what clients send (1009), never for the events we relay.
+        """
+        limit = int(getattr(self, "maxMessagePayloadSize", 0))
+        self.maxMessagePayloadSize = 0
+        try:
+            self.sendMessage(payload, isBinary=False)
+        finally:
+            self.maxMessagePayloadSize = limit
+
+    def close_with(self, code: int, reason: str, wait_reply: bool = True) -> None:
+        """Start the closing handshake with *code* (1001/1008/1013 included).
+
+        :param wait_reply: wait (up to the close-handshake timeout) for the
+            client's close frame; otherwise close the TCP connection as soon
+            as what is buffered (the close frame last) has been sent.
+        """
         if self.state == WebSocketProtocol.STATE_OPEN:
             self.sendCloseFrame(code=code, reasonUtf8=_close_reason(reason), isReply=False)
+            if not wait_reply and self.transport is not None:
+                self.transport.loseConnection()
         elif self.state in (WebSocketProtocol.STATE_CONNECTING, WebSocketProtocol.STATE_PROXY_CONNECTING):
             self.dropConnection(abort=True)
 
@@ -303,6 +334,8 @@ class WebsocketStream(BoundedStream):
         )
         self.protocol = protocol
         self.context = context
+        #: fires once the connection is gone (shutdown may wait for it, bounded)
+        self.finished: defer.Deferred[None] = defer.Deferred()
 
     def ready(self) -> None:
         """The client sent "ready": start delivering."""
@@ -310,12 +343,17 @@ class WebsocketStream(BoundedStream):
 
     def write(self, data: bytes) -> None:
         self.last_write = self.hub.clock.seconds()
-        if self.protocol.state == WebSocketProtocol.STATE_OPEN:
-            self.protocol.sendMessage(data, isBinary=False)
+        if self.protocol.state != WebSocketProtocol.STATE_OPEN:
+            return
+        try:
+            self.protocol.send_text(data)
+        except Exception:  # noqa: BLE001 - one message must not end the stream silently
+            self._log.failure("could not send a websocket message ({size} bytes)", size=len(data))
 
     def end(self, reason: str) -> None:
         self.context.api.streams.discard(self)
-        self.protocol.close_with(CLOSE_CODES.get(reason, CLOSE_POLICY), reason)
+        # at shutdown nobody waits for the client's close frame
+        self.protocol.close_with(CLOSE_CODES.get(reason, CLOSE_POLICY), reason, wait_reply=reason != "shutdown")
 
     def release(self) -> None:
         super().release()
@@ -344,14 +382,22 @@ class EventStream(WebsocketStream):
         self.kind = "ws" if prefix else "all_events"
 
     def encode(self, event: StreamEvent) -> bytes | None:
+        """The complete websocket frame, built once per event and shared by every stream."""
         try:
-            text = event.json
+            return event.encoded(("websocket", self.prefix), self._frame)
         except Exception:  # noqa: BLE001 - a malformed event never closes the connection
             self._log.warn("dropped an event that cannot be encoded as JSON ({tag!r})", tag=event.tag[:200])
             return None
-        if self.prefix:
-            return f"data: {text}\n\n".encode()
-        return text.encode()
+
+    def _frame(self, event: StreamEvent) -> bytes:
+        text = f"data: {event.json}\n\n" if self.prefix else event.json
+        # Server frames are unmasked and never compressed: the same bytes suit every client.
+        return bytes(PreparedMessage(text.encode("utf-8"), False, False, True).payloadHybi)
+
+    def write(self, data: bytes) -> None:
+        self.last_write = self.hub.clock.seconds()
+        if self.protocol.state == WebSocketProtocol.STATE_OPEN:
+            self.protocol.sendData(data)
 
 
 class FormattedStream(WebsocketStream):
@@ -421,10 +467,11 @@ class FormattedStream(WebsocketStream):
             self._pending.discard(d)
             if failure.check(defer.CancelledError) or self.closed:
                 return
+            reason = _reason(api, failure.value or Exception("unknown failure"))
             if fatal:
-                self.close(_reason(api, failure.value))
+                self.close(reason)
             else:
-                self._log.info("fetching grains failed: {error}", error=_reason(api, failure.value))
+                self._log.info("fetching grains failed: {error}", error=reason)
 
         d.addCallbacks(done, failed)
 
@@ -462,6 +509,19 @@ def _reason(api: SaltAPI, exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------------
 # helpers
+
+
+def _access_log(request: IRequest) -> None:
+    """One access-log line for an accepted upgrade (the request never "finishes")."""
+    site = getattr(getattr(request, "channel", None), "site", None)
+    log = getattr(site, "log", None)
+    if log is None:
+        return
+    request.setResponseCode(101)
+    try:
+        log(request)
+    except Exception:  # noqa: BLE001 - logging must not break the upgrade
+        _log.failure("access log of a websocket upgrade failed")
 
 
 def _header(request: IRequest, name: bytes) -> str | None:

@@ -32,7 +32,9 @@ class FakeBus:
         self.connected = connected
         self.subscribers: list[tuple[Callable[..., None], Callable[[bool], None] | None]] = []
 
-    def subscribe(self, callback: Callable[..., None], on_state: Callable[[bool], None] | None = None) -> Callable[[], None]:
+    def subscribe(
+        self, callback: Callable[..., None], on_state: Callable[[bool], None] | None = None
+    ) -> Callable[[], None]:
         entry = (callback, on_state)
         self.subscribers.append(entry)
         return lambda: self.subscribers.remove(entry)
