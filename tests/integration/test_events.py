@@ -211,12 +211,14 @@ def test_connect_disconnect_cycles_release_everything(api: Api, admin_token: str
     time.sleep(1)
     baseline_fds = proc.num_fds()
     baseline_streams = streams()
+    baseline_rss = proc.memory_info().rss
     asyncio.run(cycle(1000))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and (proc.num_fds() > baseline_fds + 5 or streams() > baseline_streams):
         time.sleep(0.5)
     assert proc.num_fds() <= baseline_fds + 5
     assert streams() <= baseline_streams
+    assert proc.memory_info().rss < baseline_rss + 20 * 1024 * 1024
 
 
 # ----------------------------------------------------------------------------

@@ -494,7 +494,7 @@ def test_logout_closes_open_websockets(api: Api, salt_master: SaltSandbox) -> No
         idle.close()
 
 
-def test_fan_out_500_events_to_3_clients_in_order(api: Api, admin_token: str, salt_master: SaltSandbox) -> None:
+def test_fan_out_2000_events_to_3_clients_in_order(api: Api, admin_token: str, salt_master: SaltSandbox) -> None:
     run = uuid.uuid4().hex
     prefix = f"test/ws/fanout/{run}/"
     clients = [
@@ -509,17 +509,17 @@ def test_fan_out_500_events_to_3_clients_in_order(api: Api, admin_token: str, sa
         fire(salt_master, [(prefix + "start", {})])
         for ws in clients:
             wait_for(ws, tagged(prefix + "start"))
-        fire(salt_master, [(prefix + str(i), {"i": i}) for i in range(500)])
+        fire(salt_master, [(prefix + str(i), {"i": i}) for i in range(2000)])
         for ws in clients:
             got: list[int] = []
             deadline = time.monotonic() + 120
-            while len(got) < 500 and time.monotonic() < deadline:
+            while len(got) < 2000 and time.monotonic() < deadline:
                 message = next_message(ws, deadline)
                 assert message is not None, close_status(ws)
                 event = json.loads(message.removeprefix("data: "))
                 if event["tag"].startswith(prefix):
                     got.append(event["data"]["i"])
-            assert got == list(range(500))
+            assert got == list(range(2000))
     finally:
         for ws in clients:
             ws.close()
