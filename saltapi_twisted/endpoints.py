@@ -89,7 +89,7 @@ def default_interface(ipv6_ok: bool) -> str:
     :param ipv6_ok: whether an IPv6 socket can be made (:func:`ipv6_available`).
     :returns: ``"::"`` (dual-stack) or, without IPv6, ``"0.0.0.0"``.
     """
-    return "::" if ipv6_ok else "0.0.0.0"  # noqa: S104 - the documented default: all interfaces
+    return "::" if ipv6_ok else "0.0.0.0"  # noqa: S104 - the documented default: all interfaces  # nosec B104
 
 
 def _where(config: ApiConfig) -> str:

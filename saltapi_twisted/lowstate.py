@@ -24,9 +24,10 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Collection, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from saltapi_twisted.config import IMPLEMENTED_CLIENTS
 from saltapi_twisted.errors import ApiError, unauthenticated
@@ -479,7 +480,7 @@ class _JidCheck:
                 int(digits[10:12]),
                 int(digits[12:14]),
                 int(digits[14:20]),
-                tzinfo=timezone.utc,
+                tzinfo=UTC,
             ).timestamp()
         except ValueError:
             return "jid does not start with a valid UTC timestamp"

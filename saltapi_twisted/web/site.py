@@ -83,10 +83,45 @@ class ApiChannel(HTTPChannel):
     _refused = False
     #: the TCP peer counted under ``max_connections_per_ip`` (None once released)
     _peer_host: str | None = None
+    #: the transport asked us to pause (its write buffer is full)
+    _transport_busy = False
+    #: arm the header deadline when the transport's buffer drains
+    _deadline_after_flush = False
+    #: at least one response was completed on this connection
+    _served = False
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted hook
         super().connectionMade()
+        self._release_with_transport()
         self._arm_header_deadline()
+
+    def _release_with_transport(self) -> None:
+        """Give the connection's place under the caps back when the *connection* ends.
+
+        A websocket upgrade hands the transport over to another protocol
+        (autobahn's ``WebSocketResource``): this channel then never sees
+        ``connectionLost``, and its place would be held forever, until the
+        per-peer and total caps refused everyone. The release therefore
+        follows the transport, whichever protocol it serves by then.
+        """
+        transport: Any = self.transport
+        original = getattr(transport, "connectionLost", None)
+        if original is None:
+            return
+        site, channel = self.site, self
+
+        def connection_lost(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return original(*args, **kwargs)
+            finally:
+                site.connection_closed(channel)
+
+        transport.connectionLost = connection_lost
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 - Twisted hook
+        """A request line or header line over 16 KiB: 431 and close (Twisted would close without a word)."""
+        self._cancel("_header_deadline")
+        self.refuse(431, "header_too_large", "Request line or header field too large")
 
     def _arm_header_deadline(self) -> None:
         self._cancel("_header_deadline")
@@ -102,7 +137,14 @@ class ApiChannel(HTTPChannel):
         self._header_deadline = None
         self.site.slow_closed += 1
         transport: Any = self.transport
-        if transport is not None:
+        if transport is None:
+            return
+        if self._served and not self.requests:
+            # Idle between requests: close gracefully, so that what the last
+            # response left in the kernel's buffers still reaches a slow reader
+            # (an abort would discard it, an SSE stream's final notice included).
+            transport.loseConnection()
+        else:
             transport.abortConnection()
 
     def _body_too_slow(self) -> None:
@@ -136,9 +178,28 @@ class ApiChannel(HTTPChannel):
         super().allContentReceived()
 
     def requestDone(self, request: Request) -> None:  # noqa: N802 - Twisted hook
+        self._served = True
         super().requestDone(request)
         if self.persistent and self.transport is not None and not self._refused:
-            self._arm_header_deadline()
+            if self._transport_busy:
+                # The response is still being written to a slow reader: the
+                # deadline for the next request starts once it is out, or a
+                # long response (or an SSE stream's final notice) would be cut.
+                self._deadline_after_flush = True
+            else:
+                self._arm_header_deadline()
+
+    def pauseProducing(self) -> None:  # noqa: N802 - IPushProducer (the transport's buffer is full)
+        self._transport_busy = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:  # noqa: N802 - IPushProducer (the transport's buffer drained)
+        self._transport_busy = False
+        super().resumeProducing()
+        if self._deadline_after_flush:
+            self._deadline_after_flush = False
+            if self.transport is not None and not self._refused:
+                self._arm_header_deadline()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted hook
         self._cancel("_header_deadline")
