@@ -16,7 +16,8 @@ from __future__ import annotations
 import hmac
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .errors import ApiError, unauthenticated
 from .lowstate import token_well_formed
@@ -163,16 +164,16 @@ class Authenticator:
             if now < until and now < float(info.get("expire", 0)):
                 return info
             del self._cache[token]
-        info = await self.master.get_token(token)
+        fetched = await self.master.get_token(token)
         now = self._now()
-        if info is None or float(info.get("expire", 0)) <= now:
+        if fetched is None or float(fetched.get("expire", 0)) <= now:
             raise unauthenticated("Invalid or expired token")
         if self.is_revoked(token):
             raise unauthenticated("Token revoked")
-        self._cache[token] = (min(now + self.cache_seconds, float(info["expire"])), info)
+        self._cache[token] = (min(now + self.cache_seconds, float(fetched["expire"])), fetched)
         while len(self._cache) > self._max_cache:
             self._cache.popitem(last=False)
-        return info
+        return fetched
 
     def revoke(self, token: str, expire: float) -> None:
         """Refuse *token* from now until *expire*; tell open streams."""

@@ -28,7 +28,7 @@ from .master.exceptions import AuthenticationFailed, AuthorizationFailed, Master
 FAILED_TO_AUTHENTICATE = "Failed to authenticate"
 
 
-class Entries(list):  # type: ignore[type-arg]
+class Entries(list[Any]):
     """Several response entries produced by one chunk (``local_batch``)."""
 
 

@@ -74,7 +74,11 @@ class _Signal:
             return
         d: defer.Deferred[None] = defer.Deferred()
         self._deferred = d
-        timer = clock.callLater(timeout, lambda: d.called or d.callback(None))
+        def wake() -> None:
+            if not d.called:
+                d.callback(None)
+
+        timer = clock.callLater(timeout, wake)
         try:
             await d
         finally:

@@ -48,7 +48,7 @@ class Histogram:
         """``(le, cumulative count)`` pairs, ``+Inf`` last."""
         result = []
         running = 0
-        for bound, count in zip((*map(str, BUCKETS), "+Inf"), self.counts):
+        for bound, count in zip((*map(str, BUCKETS), "+Inf"), self.counts, strict=True):
             running += count
             result.append((bound, running))
         return result
@@ -138,5 +138,5 @@ class Metrics:
                 )
 
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector())  # type: ignore[arg-type]
+        registry.register(_Collector())
         return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -100,13 +100,19 @@ class StreamEvent:
 
 def tag_matcher(patterns: Iterable[str]) -> Callable[[str], bool] | None:
     """A predicate for ``?tag=`` filters: globs (``*?[``) on the whole tag, else prefixes."""
-    compiled: list[Callable[[str], bool]] = []
+    globs: list[re.Pattern[str]] = []
+    prefixes: list[str] = []
     for pattern in patterns:
         if any(ch in pattern for ch in "*?["):
-            regex = re.compile(fnmatch.translate(pattern))
-            compiled.append(lambda tag, regex=regex: regex.match(tag) is not None)
+            globs.append(re.compile(fnmatch.translate(pattern)))
         else:
-            compiled.append(lambda tag, prefix=pattern: tag.startswith(prefix))
+            prefixes.append(pattern)
+    compiled: list[Callable[[str], bool]] = []
+    if globs:
+        compiled.append(lambda tag: any(regex.match(tag) is not None for regex in globs))
+    if prefixes:
+        starts = tuple(prefixes)
+        compiled.append(lambda tag: tag.startswith(starts))
     if not compiled:
         return None
     return lambda tag: any(match(tag) for match in compiled)
@@ -123,6 +129,7 @@ class BoundedStream:
     """
 
     kind = "stream"
+    _log = Logger()
 
     def __init__(
         self,
@@ -215,7 +222,7 @@ class BoundedStream:
         try:
             self.end(reason)
         except Exception:  # noqa: BLE001 - the client may be gone already
-            pass
+            self._log.debug("could not tell the client why its stream ended ({reason})", reason=reason)
 
     def release(self) -> None:
         """The client went away: release without writing."""
@@ -273,7 +280,9 @@ class EventHub:
         if _TAG_UNSAFE.search(tag):
             self.unsafe_tags += 1
             if self.unsafe_tags <= 10 or self.unsafe_tags % 1000 == 0:
-                self._log.warn("dropped an event whose tag holds CR, LF or NUL ({count} so far)", count=self.unsafe_tags)
+                self._log.warn(
+                    "dropped an event whose tag holds CR, LF or NUL ({count} so far)", count=self.unsafe_tags
+                )
             return
         self.seq += 1
         event = StreamEvent(self.seq, tag, data, self.boot)

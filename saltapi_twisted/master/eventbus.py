@@ -20,12 +20,13 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -125,7 +126,8 @@ class _BusProtocol(Protocol):
         except FramingError as exc:
             self.bus.bad_frames += 1
             self._log.warn("dropping the event bus connection after an undecodable frame: {error}", error=str(exc))
-            self.transport.loseConnection()
+            if self.transport is not None:
+                self.transport.loseConnection()
             return
         if self.decoder.bad_frames != self._bad_seen:
             self.bus.bad_frames += self.decoder.bad_frames - self._bad_seen
@@ -134,7 +136,7 @@ class _BusProtocol(Protocol):
         for tag, data_ in events:
             self.bus.dispatch(tag, data_)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802 - Twisted hook
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted hook
         self.bus._disconnected(self)
 
 

@@ -9,12 +9,12 @@ by a ``ClientService`` and a fire while it is down fails at once with
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from .exceptions import BusUnavailable
@@ -31,7 +31,7 @@ class _FireProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - the pull side never answers
         pass
 
-    def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802 - Twisted hook
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted hook
         if self.firer.protocol is self:
             self.firer.protocol = None
 
@@ -72,6 +72,6 @@ class EventFirer:
         if self.protocol is None or self.protocol.transport is None:
             raise BusUnavailable("The master's event bus is not reachable")
         payload = dict(data)
-        payload.setdefault("_stamp", datetime.now(timezone.utc).isoformat())
+        payload.setdefault("_stamp", datetime.now(UTC).isoformat())
         self.protocol.transport.write(frame_for_fire(tag, payload))
         self.fired += 1

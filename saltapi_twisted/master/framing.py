@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import struct
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import msgpack
 

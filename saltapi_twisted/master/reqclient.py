@@ -16,7 +16,8 @@ that the master is down without waiting for its deadline.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import zmq
 from twisted.internet import defer
@@ -33,7 +34,7 @@ MAX_REPLY_SIZE = 256 * 1024 * 1024
 CONNECT_GRACE = 0.75
 
 
-class DealerConnection(ZmqConnection):  # type: ignore[misc]
+class DealerConnection(ZmqConnection):
     """One DEALER socket to the master: ``[b"", payload]`` out and in."""
 
     socketType = zmq.DEALER

@@ -12,7 +12,8 @@ import time
 from urllib.parse import parse_qs
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, cast
+from collections.abc import Awaitable, Callable
 
 from klein import Klein
 from twisted.internet import defer
@@ -217,7 +218,9 @@ class SaltAPI:
         try:
             return await self._respond(request, handler, *args, offers=offers)
         finally:
-            self.metrics.observe_request(request.path, request.method, request.code, time.monotonic() - started)
+            self.metrics.observe_request(
+                request.path, request.method, getattr(request, "code", 0), time.monotonic() - started
+            )
 
     async def _respond(
         self, request: IRequest, handler: Callable[..., Awaitable[Any]], *args: Any, offers: tuple[str, ...] = ()
@@ -459,7 +462,7 @@ class SaltAPI:
             body = body[0]
         if not isinstance(body, dict):
             raise ApiError("bad_request", LOGIN_KEYS_MESSAGE)
-        values = {}
+        values: dict[str, Any] = {}
         for key in ("username", "password", "eauth"):
             value = body.get(key)
             if isinstance(value, list) and len(value) == 1:
@@ -484,7 +487,7 @@ class SaltAPI:
         cookie = f"session_id={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={self.config.cookie_samesite}"
         if request.isSecure():
             cookie += "; Secure"
-        request.cookies.append(cookie.encode("ascii"))
+        cast(Any, request).cookies.append(cookie.encode("ascii"))
 
     async def _mint(self, request: IRequest) -> dict[str, Any]:
         ip = self._client_ip(request)

@@ -37,7 +37,7 @@ class SSEStream(BoundedStream):
 
     kind = "sse"
 
-    def __init__(self, request: IRequest, hub: EventHub, with_id: bool, **kwargs: Any) -> None:
+    def __init__(self, request: Any, hub: EventHub, with_id: bool, **kwargs: Any) -> None:
         super().__init__(hub, **kwargs)
         self.request = request
         self.with_id = with_id
@@ -70,7 +70,7 @@ class SSEStream(BoundedStream):
                 self.done.callback(b"")
 
 
-async def serve_events(api: SaltAPI, request: IRequest) -> bytes:
+async def serve_events(api: SaltAPI, request: Any) -> bytes:
     """Validate, then stream events until the client leaves or the stream ends."""
     hub: EventHub = api.hub
     config = api.config
@@ -90,7 +90,8 @@ async def serve_events(api: SaltAPI, request: IRequest) -> bytes:
         )
     token, info = await api._require_token(request)
 
-    last_id = _header(request, b"last-event-id") or (query.get("last_event_id") or [None])[-1]
+    last_ids = query.get("last_event_id") or []
+    last_id = _header(request, b"last-event-id") or (last_ids[-1] if last_ids else None)
     stream = SSEStream(
         request,
         hub,
