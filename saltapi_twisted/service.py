@@ -127,6 +127,7 @@ class SaltApiService(MultiService):
         self.site, self.api = build_site(self, salt_version(config))
         self.lag = ReactorLag(reactor)
         self.api.lag = self.lag
+        self._ping_in_flight = False
         self._pinger = task.LoopingCall(self._ping)
         self._pinger.clock = reactor
         self._unsubscribe = self.bus.subscribe(lambda tag, data: None, self._bus_state)
@@ -154,22 +155,40 @@ class SaltApiService(MultiService):
             service.setServiceParent(self)
 
     def _bus_state(self, up: bool) -> None:
-        if not up:
+        if up:
+            # The master is back (or newly up): check the request channel now.
+            self._ping(force=True)
+        else:
             # The bus lives in the master process: when it drops, the master
             # went away, and replies to requests in flight will never come.
             self.channel.fail_inflight(MasterUnavailable("The Salt master went away"))
 
-    def _ping(self) -> Any:
-        d = defer.ensureDeferred(self.master.ping(timeout=PING_INTERVAL))
+    def _ping(self, force: bool = False) -> Any:
+        """Keep the request channel's health fresh: a ping when it is idle or failing.
+
+        Runs every second; a healthy channel used within ``PING_INTERVAL``
+        is left alone, a failing one is probed every second so recovery is
+        seen within a second or two of the master's return.
+        """
+        if not force and self.channel.recently_ok(self.reactor.seconds(), window=PING_INTERVAL):
+            return None
+        if self._ping_in_flight and not force:
+            return None
+        self._ping_in_flight = True
+        d = defer.ensureDeferred(self.master.ping(timeout=2.0))
         d.addErrback(lambda _failure: None)
+        d.addBoth(self._ping_done)
         return None
+
+    def _ping_done(self, _result: Any) -> None:
+        self._ping_in_flight = False
 
     def startService(self) -> None:  # noqa: N802 - Twisted hook
         """Connect to the master, then bind the listeners."""
         self.channel.warm_up()
         self.bus.start()
         self.firer.start()
-        self._pinger.start(PING_INTERVAL, now=True)
+        self._pinger.start(1.0, now=True)
         self.api.hub.start()
         self.lag.start()
         super().startService()

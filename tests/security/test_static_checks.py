@@ -35,12 +35,6 @@ def run(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="static checks: needs UP035/UP017 (ruff check --fix) in auth.py, master/eventbus.py, "
-    "master/eventfire.py, master/framing.py, master/reqclient.py, openapi.py, web/app.py; B905 zip(strict=) "
-    "in metrics.py; S110 (log, or justify with noqa) and E501 in streams.py",
-)
 def test_ruff() -> None:
     result = run([tool("ruff"), "check", "--no-cache", "--output-format", "concise", PACKAGE])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -62,11 +56,6 @@ def test_mypy() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="static checks: needs '# nosec B108' (mkdtemp is safe) and '# nosec B310' (fixed http(s) URL) "
-    "justified in sandbox.py",
-)
 def test_bandit() -> None:
     result = run([tool("bandit"), "-q", "-r", PACKAGE, "-ll", "-f", "custom",
                   "--msg-template", "{relpath}:{line}: {test_id} {severity} {msg}"])
