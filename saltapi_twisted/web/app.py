@@ -492,10 +492,13 @@ class SaltAPI:
     async def _mint(self, request: IRequest) -> dict[str, Any]:
         ip = self._client_ip(request)
         retry = self.login_limiter.retry_after(ip)
+        creds = self._credentials_from_body(request) if not retry else {}
+        user_key = "user:" + str(creds.get("username", ""))
+        if not retry:
+            retry = self.login_limiter.retry_after(user_key)
         if retry:
             self.metrics.rate_limited["login"] += 1
             raise ApiError("rate_limited", "Too many failed logins; try again later", {"Retry-After": str(retry)})
-        creds = self._credentials_from_body(request)
         try:
             self.auth.check_external_auth(self.config.master.external_auth, creds["eauth"])
             info = await self.master.mk_token(
@@ -505,6 +508,7 @@ class SaltAPI:
             if isinstance(exc, ApiError) and exc.word != "unauthenticated":
                 raise
             self.login_limiter.hit(ip)
+            self.login_limiter.hit(user_key)
             self.stats.logins_failed += 1
             self.metrics.logins["failed"] += 1
             raise unauthenticated("Authentication failed") from None
