@@ -59,6 +59,9 @@ def run_wrk(
     raw = json.loads(line[len("BENCHJSON ") :])
     seconds = raw["duration_us"] / 1e6
     completed = raw["requests"]
+    if completed == 0:  # wrk reports 0 for percentiles of nothing
+        for key in ("p50_us", "p90_us", "p99_us", "max_us"):
+            raw[key] = None
     return {
         "requests": completed,
         "ok": raw["ok"],
@@ -68,8 +71,8 @@ def run_wrk(
         "errors": {k[4:]: v for k, v in raw.items() if k.startswith("err_") and v},
         "seconds": round(seconds, 3),
         "rps": round(raw["ok"] / seconds, 2) if seconds > 0 else 0.0,
-        "p50_ms": round(raw["p50_us"] / 1000, 2),
-        "p90_ms": round(raw["p90_us"] / 1000, 2),
-        "p99_ms": round(raw["p99_us"] / 1000, 2),
-        "max_ms": round(raw["max_us"] / 1000, 2),
+        **{
+            f"{k}_ms": (round(raw[f"{k}_us"] / 1000, 2) if raw[f"{k}_us"] is not None else None)
+            for k in ("p50", "p90", "p99", "max")
+        },
     }

@@ -140,7 +140,9 @@ def get_token(ret_port: int) -> str:
     return str(result["token"])
 
 
-def publish(ret_port: int, token: str, concurrency: int, duration: float, max_requests: int, tgt: str = "*") -> dict[str, Any]:
+def publish(
+    ret_port: int, token: str, concurrency: int, duration: float, max_requests: int, tgt: str = "*"
+) -> dict[str, Any]:
     def load() -> dict[str, Any]:
         return {
             "cmd": "publish", "tgt": tgt, "fun": "test.ping", "arg": [], "tgt_type": "glob",

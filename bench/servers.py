@@ -26,7 +26,9 @@ from saltapi_twisted.sandbox import ADMIN_USER, ApiProcess, SaltSandbox, Sandbox
 MINIONS = [f"minion-{n}" for n in range(1, 6)]
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, dict[str, str], bytes]:
     """One plain HTTP request (setup only, never measured)."""
     data = None
     hdrs = {"Accept": "application/json"}
@@ -105,7 +107,9 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def login(self) -> None:
-        status, headers, body = http("POST", self.url + "/login", {"username": ADMIN_USER[0], "password": ADMIN_USER[1], "eauth": "file"})
+        status, headers, body = http(
+            "POST", self.url + "/login", {"username": ADMIN_USER[0], "password": ADMIN_USER[1], "eauth": "file"}
+        )
         if status != 200:
             raise SandboxError(f"{self.label}: login gave {status}: {body[:300]!r}")
         entry = json.loads(body)["return"][0]
@@ -130,17 +134,27 @@ def salt_api_config(sandbox: SaltSandbox, root: Path, name: str, block: dict[str
     return root
 
 
-def start_salt_api(sandbox: SaltSandbox, root: Path, key: str, label: str, name: str, block_extra: dict[str, Any]) -> Server:
+def start_salt_api(
+    sandbox: SaltSandbox, root: Path, key: str, label: str, name: str, block_extra: dict[str, Any]
+) -> Server:
     port = free_port()
     if name == "rest_tornado":
         block = {"port": port, "address": "127.0.0.1", "disable_ssl": True, "websockets": True, **block_extra}
     else:
         block = {"port": port, "host": "127.0.0.1", "disable_ssl": True, **block_extra}
-    conf = salt_api_config(sandbox, root, name, block)
+    salt_api_config(sandbox, root, name, block)
+    server = Server(key=key, label=label, port=port, root=root)
+    spawn_salt_api(server)
+    return server
+
+
+def spawn_salt_api(server: Server) -> None:
+    """``salt-api -c <its config copy>`` in its own session; wait until it answers."""
+    root = server.root
     out = open(root / "salt-api.out", "ab")  # noqa: SIM115 - lives with the process
     try:
-        proc = subprocess.Popen(  # noqa: S603 - fixed program
-            [salt_program("salt-api"), "-c", str(conf), "-l", "warning"],
+        server.proc = subprocess.Popen(  # noqa: S603 - fixed program
+            [salt_program("salt-api"), "-c", str(root), "-l", "warning"],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -148,24 +162,42 @@ def start_salt_api(sandbox: SaltSandbox, root: Path, key: str, label: str, name:
         )
     finally:
         out.close()
-    server = Server(key=key, label=label, port=port, root=root, proc=proc)
+    proc = server.proc
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SandboxError(f"{label} exited with {proc.returncode}: {(root / 'salt-api.out').read_text()[-2000:]}")
+            raise SandboxError(
+                f"{server.label} exited with {proc.returncode}: {(root / 'salt-api.out').read_text()[-2000:]}"
+            )
         try:
             status, _h, _b = http("GET", server.url + "/", timeout=2)
             if status < 500:
-                return server
+                return
         except OSError:
             pass
         time.sleep(0.2)
-    raise SandboxError(f"{label} did not answer in 60 s")
+    raise SandboxError(f"{server.label} did not answer in 60 s")
+
+
+def restart_server(server: Server) -> None:
+    """Stop by PID and start again on the same port with the same config; log in again."""
+    stop_server(server)
+    if server.api is not None:
+        server.api.start(timeout=60)
+    else:
+        spawn_salt_api(server)
+    server.login()
 
 
 def start_ours(sandbox: SaltSandbox, root: Path) -> Server:
     port = free_port()
-    api = ApiProcess(root, sandbox, {"port": port, "address": "127.0.0.1", "disable_ssl": True, "websockets": True}, name="ours")
+    block = {
+        "port": port, "address": "127.0.0.1", "disable_ssl": True, "websockets": True,
+        # every bench connection comes from 127.0.0.1: lift the per-peer cap (default 1000) and make room
+        # for idle_streams' 10,000 streams (default max_connections 10000); the peers have no such caps
+        "max_connections": 20000, "max_connections_per_ip": 0,
+    }  # fmt: skip
+    api = ApiProcess(root, sandbox, block, name="ours")
     api.start(timeout=60)
     return Server(key="ours", label="saltapi_twisted", port=port, root=root / "ours", api=api)
 
@@ -207,8 +239,16 @@ class Stack:
         self.sandbox.start()
         log(f"master + {len(MINIONS)} minions up in {time.monotonic() - t0:.1f}s")
         self.servers.append(start_ours(self.sandbox, self.root / "servers"))
-        self.servers.append(start_salt_api(self.sandbox, self.root / "servers" / "tornado", "tornado", "rest_tornado", "rest_tornado", {}))
-        self.servers.append(start_salt_api(self.sandbox, self.root / "servers" / "cherrypy", "cherrypy", "rest_cherrypy", "rest_cherrypy", {}))
+        self.servers.append(
+            start_salt_api(
+                self.sandbox, self.root / "servers" / "tornado", "tornado", "rest_tornado", "rest_tornado", {}
+            )
+        )
+        self.servers.append(
+            start_salt_api(
+                self.sandbox, self.root / "servers" / "cherrypy", "cherrypy", "rest_cherrypy", "rest_cherrypy", {}
+            )
+        )
         for server in self.servers:
             server.login()
         log("servers: " + ", ".join(f"{s.label} {s.url} pid {s.pid}" for s in self.servers))

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 SENT = re.compile(rb'"sent": ?([0-9]+(?:\.[0-9]+)?)')
+#: SSE comment lines (": overflow", ": shutdown", ...), kept as the reason a stream ended
+COMMENT = re.compile(rb"(?m)^: ?([^\n]*)$")
 
 try:  # the websocket reader is optional: without the package only SSE runs
     from websockets.client import ClientProtocol
@@ -113,7 +115,12 @@ class SSEReader(_Reader):
             self.tail = buf
             return
         self.tail = buf[cut + 1 :]
-        self._found(buf[:cut], now)
+        chunk = buf[:cut]
+        self._found(chunk, now)
+        if b"\n:" in chunk or chunk.startswith(b":"):
+            for comment in COMMENT.findall(chunk):
+                if comment and comment != b"keepalive":
+                    self.close_reason = comment.decode("utf-8", "replace")[:100]
 
 
 class WSReader(_Reader):
@@ -184,7 +191,7 @@ async def open_readers(
         async with semaphore:
             try:
                 _t, proto = await asyncio.wait_for(loop.create_connection(factory, "127.0.0.1", port), 10)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 return
             readers.append(proto)
 

@@ -222,7 +222,7 @@ class ClientRunner:
 
     async def wheel(self, chunk: dict[str, Any]) -> Any:
         """``wheel``: ``{"tag", "data"}`` with the function's return."""
-        timeout = float(chunk.get("timeout") or self.settings.rest_timeout)
+        timeout = max(1.0, float(chunk.get("timeout") or self.settings.rest_timeout))
         reply = await self.master.wheel(wheel_load(chunk), timeout=timeout)
         return {"tag": reply.get("tag"), "data": reply.get("data")}
 
@@ -232,7 +232,7 @@ class ClientRunner:
         The master runs wheel functions inside its request handler, so the
         answer comes when the function is done.
         """
-        timeout = float(chunk.get("timeout") or self.settings.rest_timeout)
+        timeout = max(1.0, float(chunk.get("timeout") or self.settings.rest_timeout))
         reply = await self.master.wheel(wheel_load(chunk), timeout=timeout)
         data = reply.get("data") or {}
         jid = data.get("jid") or str(reply.get("tag", "")).rsplit("/", 1)[-1]

@@ -19,7 +19,7 @@ accepted and a schema-invalid one refused:
   job), so the description leaves it out.
 * **Responses** list every status the route can answer, each error with the
   ``{"status", "error", "return"}`` body narrowed to that status's error
-  words; site-level refusals (408, 413) apply to every operation.
+  words; site-level refusals (408, 413, 431) apply to every operation.
 
 :func:`build` takes the API configuration, when given, so the enabled clients,
 the token length (from ``hash_type``), ``max_chunks``, ``max_tgt_length`` and
@@ -36,6 +36,7 @@ range. The HTTP layer closes a connection whose request line and headers pass
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 from collections.abc import Iterable
@@ -79,6 +80,8 @@ ASCII_PRINTABLE_PATTERN = r"^[\x20-\x7e]*$"
 TIMEOUT_TEXT_PATTERN = r"^(?:(?:[1-9][0-9]{0,3}|[1-7][0-9]{4}|8[0-5][0-9]{3})(?:\.[0-9]{1,6})?|86400)$"
 #: A decimal >= 0, without exponent.
 NON_NEGATIVE_TEXT_PATTERN = r"^[0-9]{1,10}(?:\.[0-9]{1,6})?$"
+#: A decimal >= 1, without exponent.
+POSITIVE_TEXT_PATTERN = r"^[1-9][0-9]{0,9}(?:\.[0-9]{1,6})?$"
 BOOL_TEXT_PATTERN = r"^(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|[01])$"
 POSITIVE_INT_TEXT_PATTERN = r"^0*[1-9][0-9]*$"
 PERCENT_PATTERN = r"^(?:0{0,2}[1-9]|0?[1-9][0-9]|100)%$"
@@ -93,6 +96,9 @@ KEY_MID_ASCII_PATTERN = r"^(?!\.\.?$)[\x20-\x2e\x30-\x5b\x5d-\x7e]+$"
 KEY_MID_PATTERN = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f]+$"
 HOOK_SEGMENT_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9._~:@+=,-]+$"
 
+#: The integers msgpack carries to the master (int64 / uint64).
+MIN_WIRE_INT = -(2**63)
+MAX_WIRE_INT = 2**64 - 1
 MAX_KEY_MID_BYTES = 255
 MAX_TAG_PATTERNS = 10
 MAX_TAG_PATTERN_LENGTH = 256
@@ -100,7 +106,6 @@ MAX_TAG_PATTERN_LENGTH = 256
 MAX_FORM_LIST = 50
 
 LOGOUT_MESSAGE = "Your token has been cleared"
-NO_MINIONS = "No minions matched the target. No command was sent, no jid was assigned."
 
 # --------------------------------------------------------------------------
 # Errors and responses.
@@ -227,8 +232,6 @@ class _Settings:
         self.webhook_disable_auth = bool(getattr(config, "webhook_disable_auth", False))
         self.stats_disable_auth = bool(getattr(config, "stats_disable_auth", False))
         self.metrics_disable_auth = bool(getattr(config, "metrics_disable_auth", False))
-        self.metrics = bool(getattr(config, "metrics", False))
-        self.jobs_format = str(getattr(config, "jobs_format", "tornado"))
 
 
 def _token_schema(settings: _Settings) -> dict[str, Any]:
@@ -239,7 +242,7 @@ def _token_schema(settings: _Settings) -> dict[str, Any]:
     }
 
 
-def _credential_properties(settings: _Settings, form: bool) -> dict[str, Any]:
+def _credential_properties(settings: _Settings) -> dict[str, Any]:
     return {
         "token": _token_schema(settings),
         "username": {"type": "string", "maxLength": MAX_USERNAME_LENGTH},
@@ -248,13 +251,14 @@ def _credential_properties(settings: _Settings, form: bool) -> dict[str, Any]:
     }
 
 
-def _bounded_text(max_bytes: int, pattern: str = NO_CONTROL_PATTERN, min_length: int = 0) -> dict[str, Any]:
+def _bounded_text(max_bytes: int) -> dict[str, Any]:
     """A string of at most *max_bytes* UTF-8 bytes and no control character."""
-    ascii_branch: dict[str, Any] = {"type": "string", "pattern": ASCII_PRINTABLE_PATTERN, "maxLength": max_bytes}
-    any_branch: dict[str, Any] = {"type": "string", "pattern": pattern, "maxLength": max(max_bytes // 4, min_length)}
-    if min_length:
-        ascii_branch["minLength"] = any_branch["minLength"] = min_length
-    return {"anyOf": [ascii_branch, any_branch]}
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": ASCII_PRINTABLE_PATTERN, "maxLength": max_bytes},
+            {"type": "string", "pattern": NO_CONTROL_PATTERN, "maxLength": max_bytes // 4},
+        ]
+    }
 
 
 def _tgt_schema(settings: _Settings) -> dict[str, Any]:
@@ -290,7 +294,7 @@ def _tgt_form_schema(settings: _Settings) -> dict[str, Any]:
     }
 
 
-def _tgt_coupling(form: bool) -> list[dict[str, Any]]:
+def _tgt_coupling() -> list[dict[str, Any]]:
     """A list ``tgt`` needs an effective ``tgt_type`` of ``list`` (``expr_form`` counts when ``tgt_type`` is absent)."""
     return [
         {"properties": {"tgt": {"type": "string"}}},
@@ -332,7 +336,7 @@ def _positive_int_schema(form: bool) -> dict[str, Any]:
     text = {"type": "string", "pattern": POSITIVE_INT_TEXT_PATTERN, "maxLength": 18}
     if form:
         return text
-    return {"anyOf": [{"type": "integer", "minimum": 1}, text]}
+    return {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_WIRE_INT}, text]}
 
 
 def _non_negative_schema(form: bool) -> dict[str, Any]:
@@ -371,19 +375,14 @@ def _kwarg_schema(forbidden: Iterable[str]) -> dict[str, Any]:
     }
 
 
-#: The largest integers msgpack carries to the master (int64 / uint64).
-MIN_WIRE_INT = -(2**63)
-MAX_WIRE_INT = 2**64 - 1
-
-
 def _value_schema() -> dict[str, Any]:
-    """Any JSON value the master can receive: integers must fit in 64 bits."""
+    """Any JSON value; the description states what JSON Schema cannot (integer literals past 64 bits)."""
     return {
-        "description": "Any value whose numbers lie within msgpack's 64-bit range and whose strings are valid "
-        "Unicode (no lone surrogates)",
+        "description": "Any JSON value. Values travel to the master as msgpack: an integer literal must lie in "
+        f"[{MIN_WIRE_INT}, {MAX_WIRE_INT}] (a float may be any finite number) and strings must be valid Unicode "
+        "(no lone surrogates).",
         "anyOf": [
-            {"type": ["string", "boolean", "null"]},
-            {"type": "number", "minimum": -9e18, "maximum": 1.8e19},
+            {"type": ["string", "number", "boolean", "null"]},
             {"type": "array", "items": _ref("Value")},
             {"type": "object", "additionalProperties": _ref("Value")},
         ],
@@ -411,8 +410,9 @@ def _form_text_list() -> dict[str, Any]:
     return {"anyOf": [{"type": "string"}, {"type": "array", "maxItems": MAX_FORM_LIST, "items": {"type": "string"}}]}
 
 
-def _local_chunk(clients: list[str], extra: Iterable[str], settings: _Settings, form: bool,
-                 client_required: bool = True) -> dict[str, Any]:
+def _local_chunk(
+    clients: list[str], extra: Iterable[str], settings: _Settings, form: bool, client_required: bool = True
+) -> dict[str, Any]:
     """A local-family chunk: the allowlist, nothing else."""
     tgt_types = {"type": "string", "enum": sorted(TGT_TYPES)}
     properties: dict[str, Any] = {
@@ -428,7 +428,7 @@ def _local_chunk(clients: list[str], extra: Iterable[str], settings: _Settings, 
         "metadata": {"type": "string"} if form else VALUE,
         "timeout": _timeout_schema(form),
         "full_return": _bool_schema(form),
-        **_credential_properties(settings, form),
+        **_credential_properties(settings),
     }
     if not form:
         properties["kwarg"] = _kwarg_schema(())
@@ -461,7 +461,7 @@ def _local_chunk(clients: list[str], extra: Iterable[str], settings: _Settings, 
             "required": required,
             "properties": properties,
             "additionalProperties": False,
-            "allOf": [{"anyOf": _tgt_coupling(form)}, {"anyOf": EXPR_FORM_RULE}],
+            "allOf": [{"anyOf": _tgt_coupling()}, {"anyOf": EXPR_FORM_RULE}],
         }
     return {
         "type": "object",
@@ -469,7 +469,7 @@ def _local_chunk(clients: list[str], extra: Iterable[str], settings: _Settings, 
         "required": required,
         "properties": _absent_if_null(properties, ("client", "tgt", "fun")),
         "additionalProperties": NULL,
-        "allOf": [{"anyOf": _tgt_coupling(form)}, {"anyOf": EXPR_FORM_RULE}],
+        "allOf": [{"anyOf": _tgt_coupling()}, {"anyOf": EXPR_FORM_RULE}],
     }
 
 
@@ -486,7 +486,7 @@ def _function_chunk(clients: list[str], wheel: bool, settings: _Settings, form: 
         "arg": _form_text_list() if form else {**VALUE, "description": "Positional arguments; a non-list is wrapped"},
         "timeout": _timeout_schema(form),
         "full_return": _bool_schema(form),
-        **_credential_properties(settings, form),
+        **_credential_properties(settings),
     }
     if not form:
         properties["kwarg"] = _kwarg_schema(forbidden_kwarg)
@@ -508,11 +508,15 @@ def _function_chunk(clients: list[str], wheel: bool, settings: _Settings, form: 
 
 def _chunk_components(settings: _Settings) -> dict[str, Any]:
     """Component schemas for every chunk kind, JSON/YAML and form."""
-    enabled = [c for c in IMPLEMENTED_CLIENTS if c in settings.enabled]
-    families = {
-        "LocalChunk": ([c for c in ("local", "local_async") if c in enabled], ()),
-        "LocalBatchChunk": (["local_batch"] if "local_batch" in enabled else [], ("batch", "batch_wait")),
-        "LocalSubsetChunk": (["local_subset"] if "local_subset" in enabled else [], ("subset",)),
+    enabled: list[str] = [c for c in IMPLEMENTED_CLIENTS if c in settings.enabled]
+
+    def only(*clients: str) -> list[str]:
+        return [c for c in clients if c in enabled]
+
+    families: dict[str, tuple[list[str], tuple[str, ...]]] = {
+        "LocalChunk": (only("local", "local_async"), ()),
+        "LocalBatchChunk": (only("local_batch"), ("batch", "batch_wait")),
+        "LocalSubsetChunk": (only("local_subset"), ("subset",)),
     }
     schemas: dict[str, Any] = {"Value": _value_schema()}
     mapping: dict[str, str] = {}
@@ -525,8 +529,8 @@ def _chunk_components(settings: _Settings) -> dict[str, Any]:
         form_refs.append(_ref(name + "Form"))
         mapping.update({c: f"#/components/schemas/{name}" for c in clients})
     for name, clients, wheel in (
-        ("RunnerChunk", [c for c in ("runner", "runner_async") if c in enabled], False),
-        ("WheelChunk", [c for c in ("wheel", "wheel_async") if c in enabled], True),
+        ("RunnerChunk", only("runner", "runner_async"), False),
+        ("WheelChunk", only("wheel", "wheel_async"), True),
     ):
         if not clients:
             continue
@@ -572,7 +576,7 @@ def _credentials_components() -> dict[str, Any]:
     def single(schema: dict[str, Any]) -> dict[str, Any]:
         return {"anyOf": [schema, {"type": "array", "minItems": 1, "maxItems": 1, "items": schema}]}
 
-    number_text = {"type": "string", "pattern": NON_NEGATIVE_TEXT_PATTERN}
+    number_text = {"type": "string", "pattern": POSITIVE_TEXT_PATTERN}
     credentials = {
         "type": "object",
         "description": "Other keys are ignored. A value may also be a one-item list.",
@@ -582,9 +586,8 @@ def _credentials_components() -> dict[str, Any]:
             "password": single({"type": "string", "maxLength": MAX_PASSWORD_LENGTH}),
             "eauth": single({"type": "string", "pattern": EAUTH_PATTERN}),
             "token_expire": {
-                "description": "Requested lifetime in seconds; the master honours it per "
-                "`token_expire_user_override`",
-                "anyOf": [{"type": "number", "minimum": 0, "maximum": 1e10}, number_text, {"type": "null"}],
+                "description": "Requested lifetime in seconds; the master honours it per `token_expire_user_override`",
+                "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1e10}, number_text, NULL],
             },
         },
     }
@@ -727,15 +730,19 @@ def _response_components(settings: _Settings) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # Operations.
 
-TOKEN_SECURITY = [{"X-Auth-Token": []}, {"session_id": []}]
+TOKEN_SECURITY: list[dict[str, list[str]]] = [{"X-Auth-Token": []}, {"session_id": []}]
 
 
 def _security(disabled: bool) -> list[dict[str, list[str]]]:
     return [] if disabled else TOKEN_SECURITY
 
 
-def _body(json_schema: dict[str, Any], form_schema: dict[str, Any], required: bool = True,
-          examples: dict[str, Any] | None = None) -> dict[str, Any]:
+def _body(
+    json_schema: dict[str, Any],
+    form_schema: dict[str, Any],
+    required: bool = True,
+    examples: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     content: dict[str, Any] = {}
     for media in JSON_TYPES + YAML_TYPES:
         content[media] = {"schema": json_schema}
@@ -768,8 +775,7 @@ def _options(op_id: str, parameters: list[dict[str, Any]] | None = None) -> dict
         "security": [],
         "parameters": [
             *(parameters or []),
-            {"name": "Access-Control-Request-Headers", "in": "header", "required": False,
-             "schema": {"type": "string"}},
+            {"name": "Access-Control-Request-Headers", "in": "header", "required": False, "schema": {"type": "string"}},
         ],
         "responses": _responses({"204": {"description": "No content", "headers": headers}}),
     }
@@ -816,7 +822,7 @@ FORMAT_PARAM = {
     "name": "format",
     "in": "query",
     "required": False,
-    "description": "`cherrypy` gives rest_cherrypy's `{\"info\": [...], \"return\": [{minion: return}]}` for one "
+    "description": '`cherrypy` gives rest_cherrypy\'s `{"info": [...], "return": [{minion: return}]}` for one '
     "job; the default is the block key `jobs_format`. No other query parameter is accepted.",
     "schema": {"type": "string", "enum": ["tornado", "cherrypy"]},
 }
@@ -844,14 +850,18 @@ def _lowstate_paths(settings: _Settings) -> dict[str, Any]:
     run_examples = {
         "credentials": {
             "summary": "A chunk with its own credentials",
-            "value": {"client": "local", "tgt": "*", "fun": "test.ping", "username": "alice",
-                      "password": "secret", "eauth": "pam"},
+            "value": {
+                "client": "local",
+                "tgt": "*",
+                "fun": "test.ping",
+                "username": "alice",
+                "password": "secret",
+                "eauth": "pam",
+            },
         }
     }
     minions_examples = {"ping": {"summary": "Start test.ping", "value": {"tgt": "*", "fun": "test.ping"}}}
-    location = {
-        "Location": {"description": "`/jobs/<jid>` of the first job started", "schema": {"type": "string"}}
-    }
+    location = {"Location": {"description": "`/jobs/<jid>` of the first job started", "schema": {"type": "string"}}}
     published = _ok(_ref("Published"), "The jobs started", location)
     published["links"] = {
         "job": {
@@ -956,7 +966,7 @@ def _lowstate_paths(settings: _Settings) -> dict[str, Any]:
 
 
 def _job_paths() -> dict[str, Any]:
-    jobs_ok = _ok(_ref("Results"), "`{\"return\": [{jid: job}]}` (runner `jobs.list_jobs`)")
+    jobs_ok = _ok(_ref("Results"), '`{"return": [{jid: job}]}` (runner `jobs.list_jobs`)')
     job_ok = _ok(
         {
             "oneOf": [
@@ -969,24 +979,39 @@ def _job_paths() -> dict[str, Any]:
                 },
             ]
         },
-        "Runner `jobs.list_job`: `{\"return\": [job]}`, or the rest_cherrypy shape with `format=cherrypy`",
+        'Runner `jobs.list_job`: `{"return": [job]}`, or the rest_cherrypy shape with `format=cherrypy`',
     )
     statuses = (400, 403, *MASTER_STATUSES)
     jid = _path_param("jid", {"type": "string", "pattern": JID_PATTERN}, "A job id", "20240101120000123456")
     return {
         "/jobs": {
-            "get": _op("jobs_get", "Recent jobs", _responses({"200": jobs_ok}, *statuses), TOKEN_SECURITY,
-                       parameters=[FORMAT_PARAM]),
+            "get": _op(
+                "jobs_get",
+                "Recent jobs",
+                _responses({"200": jobs_ok}, *statuses),
+                TOKEN_SECURITY,
+                parameters=[FORMAT_PARAM],
+            ),
             "options": _options("jobs_options"),
         },
         "/jobs/": {
-            "get": _op("jobs_slash_get", "Recent jobs (as `/jobs`)", _responses({"200": jobs_ok}, *statuses),
-                       TOKEN_SECURITY, parameters=[FORMAT_PARAM]),
+            "get": _op(
+                "jobs_slash_get",
+                "Recent jobs (as `/jobs`)",
+                _responses({"200": jobs_ok}, *statuses),
+                TOKEN_SECURITY,
+                parameters=[FORMAT_PARAM],
+            ),
             "options": _options("jobs_slash_options"),
         },
         "/jobs/{jid}": {
-            "get": _op("jobs_one_get", "One job", _responses({"200": job_ok}, *statuses), TOKEN_SECURITY,
-                       parameters=[jid, FORMAT_PARAM]),
+            "get": _op(
+                "jobs_one_get",
+                "One job",
+                _responses({"200": job_ok}, *statuses),
+                TOKEN_SECURITY,
+                parameters=[jid, FORMAT_PARAM],
+            ),
             "options": _options("jobs_one_options", [_segment("jid")]),
         },
     }
@@ -1006,18 +1031,28 @@ def _key_paths() -> dict[str, Any]:
     statuses = (400, 403, *MASTER_STATUSES)
     return {
         "/keys": {
-            "get": _op("keys_get", "Minion keys (wheel `key.list_all`)", _responses({"200": _ok(keys)}, *statuses),
-                       TOKEN_SECURITY),
+            "get": _op(
+                "keys_get",
+                "Minion keys (wheel `key.list_all`)",
+                _responses({"200": _ok(keys)}, *statuses),
+                TOKEN_SECURITY,
+            ),
             "options": _options("keys_options"),
         },
         "/keys/": {
-            "get": _op("keys_slash_get", "Minion keys (as `/keys`)", _responses({"200": _ok(keys)}, *statuses),
-                       TOKEN_SECURITY),
+            "get": _op(
+                "keys_slash_get", "Minion keys (as `/keys`)", _responses({"200": _ok(keys)}, *statuses), TOKEN_SECURITY
+            ),
             "options": _options("keys_slash_options"),
         },
         "/keys/{mid}": {
-            "get": _op("keys_one_get", "One minion's key fingerprints (wheel `key.finger`)",
-                       _responses({"200": _ok(keys)}, *statuses), TOKEN_SECURITY, parameters=[_key_mid_param()]),
+            "get": _op(
+                "keys_one_get",
+                "One minion's key fingerprints (wheel `key.finger`)",
+                _responses({"200": _ok(keys)}, *statuses),
+                TOKEN_SECURITY,
+                parameters=[_key_mid_param()],
+            ),
             "options": _options("keys_one_options", [_segment("mid")]),
         },
     }
@@ -1044,8 +1079,15 @@ def _auth_paths(settings: _Settings) -> dict[str, Any]:
             "get": _op(
                 "login_get",
                 "The current token's login entry (token introspection)",
-                _responses({"200": _ok(_ref("Login"), headers={
-                    "Cache-Control": {"required": True, "schema": {"const": "no-store"}}})}, *MASTER_STATUSES),
+                _responses(
+                    {
+                        "200": _ok(
+                            _ref("Login"),
+                            headers={"Cache-Control": {"required": True, "schema": {"const": "no-store"}}},
+                        )
+                    },
+                    *MASTER_STATUSES,
+                ),
                 TOKEN_SECURITY,
             ),
             "post": _op(
@@ -1061,12 +1103,19 @@ def _auth_paths(settings: _Settings) -> dict[str, Any]:
             "post": _op(
                 "logout_post",
                 "Revoke the token for this API (until it expires) and expire the cookie",
-                _responses({"200": _ok({
-                    "type": "object",
-                    "required": ["return"],
-                    "additionalProperties": False,
-                    "properties": {"return": {"const": LOGOUT_MESSAGE}},
-                })}, *MASTER_STATUSES),
+                _responses(
+                    {
+                        "200": _ok(
+                            {
+                                "type": "object",
+                                "required": ["return"],
+                                "additionalProperties": False,
+                                "properties": {"return": {"const": LOGOUT_MESSAGE}},
+                            }
+                        )
+                    },
+                    *MASTER_STATUSES,
+                ),
                 TOKEN_SECURITY,
             ),
             "options": _options("logout_options"),
@@ -1075,10 +1124,15 @@ def _auth_paths(settings: _Settings) -> dict[str, Any]:
             "post": _op(
                 "token_post",
                 "Mint a token (rest_cherrypy shape, no cookie)",
-                _responses({"200": _ok(
-                    {"type": "array", "minItems": 1, "maxItems": 1, "items": _ref("TokenEntry")},
-                    headers={"Cache-Control": {"required": True, "schema": {"const": "no-store"}}},
-                )}, *mint_statuses),
+                _responses(
+                    {
+                        "200": _ok(
+                            {"type": "array", "minItems": 1, "maxItems": 1, "items": _ref("TokenEntry")},
+                            headers={"Cache-Control": {"required": True, "schema": {"const": "no-store"}}},
+                        )
+                    },
+                    *mint_statuses,
+                ),
                 [],
                 requestBody=credentials_body,
             ),
@@ -1098,15 +1152,23 @@ def _stream_paths(settings: _Settings) -> dict[str, Any]:
         },
         "content": {SSE: {"schema": {"type": "string"}}},
     }
-    hook_ok = _ok({
-        "type": "object",
-        "required": ["success"],
-        "additionalProperties": False,
-        "properties": {"success": {"const": True}},
-    }, "The event was handed to the bus")
-    hook_body = _body({"oneOf": [{"type": "object", "additionalProperties": VALUE},
-                                 {"type": "array", "items": VALUE}]}, {"type": "object", "additionalProperties": {
-        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}, required=False)
+    hook_ok = _ok(
+        {
+            "type": "object",
+            "required": ["success"],
+            "additionalProperties": False,
+            "properties": {"success": {"const": True}},
+        },
+        "The event was handed to the bus",
+    )
+    hook_body = _body(
+        {"oneOf": [{"type": "object", "additionalProperties": VALUE}, {"type": "array", "items": VALUE}]},
+        {
+            "type": "object",
+            "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        },
+        required=False,
+    )
     hook_statuses = (400, 403, 415, 429, *MASTER_STATUSES)
     hook_security = _security(settings.webhook_disable_auth)
     hook_description = (
@@ -1156,8 +1218,14 @@ def _stream_paths(settings: _Settings) -> dict[str, Any]:
             "options": _options("events_options"),
         },
         "/hook": {
-            "post": _op("hook_post", "Fire salt/netapi/hook", _responses({"200": hook_ok}, *hook_statuses),
-                        hook_security, description=hook_description, requestBody=hook_body),
+            "post": _op(
+                "hook_post",
+                "Fire salt/netapi/hook",
+                _responses({"200": hook_ok}, *hook_statuses),
+                hook_security,
+                description=hook_description,
+                requestBody=hook_body,
+            ),
             "options": _options("hook_options"),
         },
         "/hook/{suffix}": {
@@ -1168,12 +1236,14 @@ def _stream_paths(settings: _Settings) -> dict[str, Any]:
                 hook_security,
                 description=hook_description + " The percent-decoded suffix may also hold `/` between "
                 "segments (no empty, `.` or `..` segment; one trailing `/` kept), at most 200 characters.",
-                parameters=[_path_param(
-                    "suffix",
-                    {"type": "string", "pattern": HOOK_SEGMENT_PATTERN, "maxLength": 200},
-                    "The tag suffix: characters of `A-Z a-z 0-9 . _ ~ : @ + = , -`",
-                    "my_service",
-                )],
+                parameters=[
+                    _path_param(
+                        "suffix",
+                        {"type": "string", "pattern": HOOK_SEGMENT_PATTERN, "maxLength": 200},
+                        "The tag suffix: characters of `A-Z a-z 0-9 . _ ~ : @ + = , -`",
+                        "my_service",
+                    )
+                ],
                 requestBody=hook_body,
             ),
             "options": _options("hook_path_options", [_segment("suffix")]),
@@ -1186,9 +1256,7 @@ def _ops_paths(settings: _Settings) -> dict[str, Any]:
         "description": "Prometheus text format",
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
-    metrics_statuses = [404] if not settings.metrics else []
-    if not settings.metrics_disable_auth:
-        metrics_statuses += MASTER_STATUSES
+    metrics_statuses = () if settings.metrics_disable_auth else MASTER_STATUSES
     stats_statuses = () if settings.stats_disable_auth else MASTER_STATUSES
     unhealthy = {
         "description": "A master connection is down (the health body), or the API is shutting down (an error)",
@@ -1197,15 +1265,21 @@ def _ops_paths(settings: _Settings) -> dict[str, Any]:
     }
     return {
         "/stats": {
-            "get": _op("stats_get", "The server's own counters", _responses({"200": _ok(_ref("Stats"))},
-                                                                            *stats_statuses),
-                       _security(settings.stats_disable_auth)),
+            "get": _op(
+                "stats_get",
+                "The server's own counters",
+                _responses({"200": _ok(_ref("Stats"))}, *stats_statuses),
+                _security(settings.stats_disable_auth),
+            ),
             "options": _options("stats_options"),
         },
         "/health": {
-            "get": _op("health_get", "Health for load balancers (no master round trip per call)",
-                       _responses({"200": _ok(_ref("Health"), "Both master connections are up"), "503": unhealthy}),
-                       []),
+            "get": _op(
+                "health_get",
+                "Health for load balancers (no master round trip per call)",
+                _responses({"200": _ok(_ref("Health"), "Both master connections are up"), "503": unhealthy}),
+                [],
+            ),
             "options": _options("health_options"),
         },
         "/metrics": {
@@ -1221,8 +1295,17 @@ def _ops_paths(settings: _Settings) -> dict[str, Any]:
             "get": _op(
                 "openapi_get",
                 "This description",
-                _responses({"200": _ok({"type": "object", "required": ["openapi", "paths"],
-                                        "properties": {"openapi": {"const": "3.1.0"}}})}),
+                _responses(
+                    {
+                        "200": _ok(
+                            {
+                                "type": "object",
+                                "required": ["openapi", "paths"],
+                                "properties": {"openapi": {"const": "3.1.0"}},
+                            }
+                        )
+                    }
+                ),
                 [],
             ),
         },
@@ -1244,6 +1327,13 @@ def build(config: Any = None) -> dict[str, Any]:
     paths.update(_key_paths())
     paths.update(_stream_paths(settings))
     paths.update(_ops_paths(settings))
+    # OPTIONS is answered on the app's REST paths (web/app.py REST_PATHS).
+    from .web.app import REST_PATHS
+
+    for rule in REST_PATHS:
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule)
+        if path in paths and "options" not in paths[path]:
+            paths[path]["options"] = _options(path.strip("/").replace("/", "_").replace(".", "_") + "_options")
     schemas: dict[str, Any] = {}
     schemas.update(_error_schemas())
     schemas.update(_chunk_components(settings))
@@ -1267,10 +1357,18 @@ def build(config: Any = None) -> dict[str, Any]:
             "schemas": schemas,
             "responses": _error_response_components(),
             "securitySchemes": {
-                "X-Auth-Token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token",
-                                 "description": "The token from `/login` (wins over the cookie)"},
-                "session_id": {"type": "apiKey", "in": "cookie", "name": "session_id",
-                               "description": "The cookie `/login` sets"},
+                "X-Auth-Token": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Auth-Token",
+                    "description": "The token from `/login` (wins over the cookie)",
+                },
+                "session_id": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "session_id",
+                    "description": "The cookie `/login` sets",
+                },
             },
         },
     }

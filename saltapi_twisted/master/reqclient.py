@@ -134,7 +134,7 @@ class RequestChannel:
         self.requests_total += 1
         deadline = self._clock.seconds() + (timeout if timeout is not None else self._timeout)
         request = _Request(load, defer.Deferred(lambda d: self._cancel(request)), deadline)
-        request.timer = self._clock.callLater(deadline - self._clock.seconds(), self._expire, request)
+        request.timer = self._clock.callLater(max(0.0, deadline - self._clock.seconds()), self._expire, request)
         self._waiting.append(request)
         self._pump()
         return request.deferred

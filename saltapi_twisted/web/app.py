@@ -7,6 +7,7 @@ headers, negotiates the output format, maps every failure to the
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from urllib.parse import parse_qs
@@ -30,7 +31,8 @@ from ..config import ApiConfig
 from ..cors import cors_headers, is_foreign, own_origin, preflight_headers
 from ..errors import ApiError, error_body, master_unavailable, unauthenticated
 from ..jobs import JobTimeout
-from ..lowstate import Limits, validate_lowstate
+from ..lowstate import LOCAL_FAMILY, Limits, validate_lowstate
+from ..master.framing import FramingError, pack_request
 from ..metrics import Metrics
 from ..master.client import MasterClient
 from ..master.eventbus import EventBus
@@ -66,7 +68,7 @@ class AnyPathConverter(PathConverter):
 REST_PATHS = (
     "/", "/login", "/logout", "/token", "/run", "/minions", "/minions/", "/minions/<mid>",
     "/jobs", "/jobs/", "/jobs/<jid>", "/keys", "/keys/", "/keys/<mid>", "/events",
-    "/hook", "/hook/<anypath:suffix>", "/stats", "/health", "/metrics",
+    "/hook", "/hook/<anypath:suffix>", "/stats", "/health", "/metrics", "/openapi.json",
 )
 
 
@@ -128,7 +130,7 @@ class SaltAPI:
     app.url_map.converters["anypath"] = AnyPathConverter
     # Paths match exactly: no slash merging, no redirects.
     app.url_map.merge_slashes = False
-    app.url_map.strict_slashes = False
+    app.url_map.strict_slashes = True
     _log = Logger()
 
     def __init__(
@@ -273,6 +275,8 @@ class SaltAPI:
             return ApiError("master_timeout", str(exc))
         if isinstance(exc, MasterError):
             return ApiError("master_error", str(exc))
+        if isinstance(exc, FramingError):
+            return ApiError("bad_request", "The request holds a value that cannot be sent to the master")
         self._log.failure("unexpected error while handling a request", failure=None)
         return ApiError("internal_error", "An unexpected error occurred")
 
@@ -341,7 +345,7 @@ class SaltAPI:
             {k: v for k, v in chunk.items() if v is not None or k == "client"} if isinstance(chunk, dict) else chunk
             for chunk in normalize_lowstate(chunks)
         ]
-        return validate_lowstate(
+        validated = validate_lowstate(
             chunks,
             enabled_clients=self.config.master.enabled_clients,
             limits=self.limits,
@@ -351,6 +355,14 @@ class SaltAPI:
             jid_seen=self.bus.jid_seen,
             bus_connected_since=_epoch_since(self.bus.connected_since, self.clock),
         )
+        for index, chunk in enumerate(validated, 1):
+            if chunk["client"] not in LOCAL_FAMILY and "." not in str(chunk.get("fun", "")):
+                raise ApiError("invalid_value", f"chunk {index}: fun must be <module>.<function>")
+            try:
+                pack_request(chunk)
+            except FramingError:
+                raise ApiError("bad_request", f"chunk {index}: a value cannot be sent to the master") from None
+        return validated
 
     async def _execute(self, chunks: list[dict]) -> list[Any]:
         """Check every distinct token, then run the chunks in order."""
@@ -469,6 +481,10 @@ class SaltAPI:
                 value = value[0]
             if not isinstance(value, str) or (key != "password" and not value):
                 raise ApiError("bad_request", LOGIN_KEYS_MESSAGE)
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError("bad_request", f"{key} is not valid text") from None
             values[key] = value
         if len(values["username"]) > 256 or len(values["password"]) > 4096 or not re.fullmatch(
             r"[A-Za-z0-9_]{1,64}", values["eauth"]
@@ -477,9 +493,12 @@ class SaltAPI:
         expire = body.get("token_expire")
         if expire is not None:
             try:
-                values["token_expire"] = float(expire)
-            except (TypeError, ValueError):
-                raise ApiError("bad_request", "token_expire must be a number of seconds") from None
+                seconds = float(expire)
+            except (TypeError, ValueError, OverflowError):
+                seconds = -1.0
+            if isinstance(expire, bool) or not math.isfinite(seconds) or seconds < 0:
+                raise ApiError("bad_request", "token_expire must be a number of seconds, 0 or more")
+            values["token_expire"] = seconds
         return values
 
     def _set_session_cookie(self, request: IRequest, token: str, max_age: int) -> None:
@@ -555,6 +574,7 @@ class SaltAPI:
     def logout(self, request: IRequest) -> defer.Deferred[bytes]:
         async def handler(request: IRequest) -> Any:
             token, info = await self._require_token(request)
+            self._check_csrf(request)
             self.auth.revoke(token, float(info.get("expire", time.time() + 3600)))
             self._set_session_cookie(request, "", 0)
             return {"return": "Your token has been cleared"}
@@ -614,6 +634,7 @@ class SaltAPI:
         )
 
     @app.route("/minions", methods=["POST"])
+    @app.route("/minions/", methods=["POST"], endpoint="minions_post_slash")
     def minions_post(self, request: IRequest) -> defer.Deferred[bytes]:
         return self._serve(request, self._minions_post)
 
@@ -637,7 +658,7 @@ class SaltAPI:
         if not jid:
             chunks = self._validate([{"client": "runner", "fun": "jobs.list_jobs"}], token)
             return {"return": await self._execute(chunks)}
-        if not _JID_RE.match(jid):
+        if not _JID_RE.fullmatch(jid):
             raise ApiError("bad_request", "Invalid jid")
         chunks = self._validate([{"client": "runner", "fun": "jobs.list_job", "jid": jid}], token)
         results = await self._execute(chunks)

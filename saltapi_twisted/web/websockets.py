@@ -396,8 +396,11 @@ class EventStream(WebsocketStream):
 
     def write(self, data: bytes) -> None:
         self.last_write = self.hub.clock.seconds()
-        if self.protocol.state == WebSocketProtocol.STATE_OPEN:
-            self.protocol.sendData(data)
+        protocol = self.protocol
+        if protocol.state == WebSocketProtocol.STATE_OPEN and protocol.transport is not None:
+            # The frame is complete and shared: straight to the transport
+            # (autobahn's sendData formats debug-log arguments for every frame).
+            protocol.transport.write(data)
 
 
 class FormattedStream(WebsocketStream):

@@ -40,11 +40,6 @@ def test_ruff() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="static checks: needs typing fixes in auth.py, clients.py, jobs.py, metrics.py, openapi.py, "
-    "streams.py, master/eventbus.py, master/eventfire.py, master/reqclient.py, web/app.py, web/events.py",
-)
 def test_mypy() -> None:
     tool("mypy")
     try:
