@@ -183,6 +183,12 @@ class BoundedStream:
         data = self.encode(event)
         if data is None:
             return
+        self.deliver(data)
+
+    def deliver(self, data: bytes) -> None:
+        """Write *data* now, or queue it while the client is not reading (overflow closes)."""
+        if self.closed:
+            return
         if self.paused or self._queue:
             self._queue.append(data)
             self._queued_bytes += len(data)

@@ -52,7 +52,7 @@ from ..auth import SESSION_COOKIE
 from ..cors import allow_origin
 from ..errors import ApiError, unauthenticated
 from ..formatted_events import Changes, FormattedView
-from ..streams import MAX_QUEUED_BYTES, BoundedStream, StreamEvent
+from ..streams import BoundedStream, StreamEvent
 
 if TYPE_CHECKING:
     from .app import SaltAPI
@@ -359,18 +359,6 @@ class WebsocketStream(BoundedStream):
         super().release()
         self.context.api.streams.discard(self)
 
-    def deliver(self, data: bytes) -> None:
-        """Write *data* now, or queue it while the client is not reading (overflow closes)."""
-        if self.closed:
-            return
-        if self.paused or self._queue:
-            self._queue.append(data)
-            self._queued_bytes += len(data)
-            if len(self._queue) > self.queue_max or self._queued_bytes > MAX_QUEUED_BYTES:
-                self.hub.dropped += 1
-                self.close("overflow")
-            return
-        self.write(data)
 
 
 class EventStream(WebsocketStream):
