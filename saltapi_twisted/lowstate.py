@@ -433,6 +433,8 @@ def _to_float(value: object) -> float | None:
 
 
 def _positive_int(value: object) -> int | None:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if _is_number(value) and isinstance(value, int):
         return value if value >= 1 else None
     if isinstance(value, str) and _DIGITS_RE.fullmatch(value):
@@ -585,7 +587,7 @@ def _check_values(index: int, chunk: dict, limits: Limits, jid_check: _JidCheck)
 def _to_bool(value: object) -> bool | None:
     if isinstance(value, bool):
         return value
-    if isinstance(value, int) and value in (0, 1):
+    if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str):
         word = value.lower()
@@ -617,8 +619,8 @@ def _check_local_extras(index: int, chunk: dict, out: dict, jid_check: _JidCheck
 
     if "batch_wait" in chunk:
         wait = _to_float(chunk["batch_wait"])
-        if wait is None or wait < 0:
-            raise _invalid(index, "batch_wait must be a number of seconds, 0 or more")
+        if wait is None or not 0 <= wait <= MAX_TIMEOUT:
+            raise _invalid(index, "batch_wait must be a number of seconds from 0 to 86400")
         out["batch_wait"] = wait
 
     if "subset" in chunk:

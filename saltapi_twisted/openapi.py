@@ -68,23 +68,34 @@ NULL = {"type": "null"}
 # Patterns (ECMA-262, as JSON Schema reads them). Each mirrors a rule of
 # lowstate.py, app.py or hook.py.
 
-FUN_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,255}$"
+#: Cores of the value rules, unanchored (``{END}`` marks the end of the value): :func:`_text` anchors them.
+FUN_CORE = r"[A-Za-z0-9_][A-Za-z0-9_.]{0,255}"
 #: Runner and wheel functions: the master refuses anything but ``<module>.<function>``.
-MODULE_FUN_PATTERN = r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]*$"
-RET_PATTERN = r"^[A-Za-z0-9_,]*$"
-EAUTH_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
+MODULE_FUN_CORE = r"(?=[A-Za-z0-9_.]{1,256}{END})[A-Za-z0-9_]+\.[A-Za-z0-9_]*"
+RET_CORE = r"[A-Za-z0-9_,]*"
+EAUTH_CORE = r"[A-Za-z0-9_]{1,64}"
+#: A decimal in (0, 86400], without exponent.
+TIMEOUT_CORE = r"(?:[1-9][0-9]{0,3}|[1-7][0-9]{4}|8[0-5][0-9]{3})(?:\.[0-9]{1,6})?|86400"
+#: A decimal in [0, 86400], without exponent.
+WAIT_CORE = r"(?:[0-9]{1,4}|[1-7][0-9]{4}|8[0-5][0-9]{3})(?:\.[0-9]{1,6})?|86400"
+#: A decimal >= 1, without exponent.
+POSITIVE_CORE = r"[1-9][0-9]{0,9}(?:\.[0-9]{1,6})?"
+BOOL_CORE = r"[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|[01]"
+#: 1-18 digits, not all zeros.
+POSITIVE_INT_CORE = r"(?=[0-9]{1,18}{END})0*[1-9][0-9]*"
+PERCENT_CORE = r"(?:0{0,2}[1-9]|0?[1-9][0-9]|100)%"
+
+#: What the form loader takes off a value's ends: the control characters it
+#: first turns into spaces, then what ``str.strip()`` removes.
+FORM_STRIPPED = r"[\x00-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
 JID_PATTERN = r"^[0-9]{20}(?:_[A-Za-z0-9]{1,32})?$"
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 ASCII_PRINTABLE_PATTERN = r"^[\x20-\x7e]*$"
-#: A decimal in (0, 86400], without exponent.
-TIMEOUT_TEXT_PATTERN = r"^(?:(?:[1-9][0-9]{0,3}|[1-7][0-9]{4}|8[0-5][0-9]{3})(?:\.[0-9]{1,6})?|86400)$"
-#: A decimal >= 0, without exponent.
-NON_NEGATIVE_TEXT_PATTERN = r"^[0-9]{1,10}(?:\.[0-9]{1,6})?$"
-#: A decimal >= 1, without exponent.
-POSITIVE_TEXT_PATTERN = r"^[1-9][0-9]{0,9}(?:\.[0-9]{1,6})?$"
-BOOL_TEXT_PATTERN = r"^(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|[01])$"
-POSITIVE_INT_TEXT_PATTERN = r"^0*[1-9][0-9]*$"
-PERCENT_PATTERN = r"^(?:0{0,2}[1-9]|0?[1-9][0-9]|100)%$"
+#: A form value with no control character once the loader is done: controls
+#: other than TAB-CR become spaces, both ends are stripped.
+FORM_NO_CONTROL_PATTERN = f"^{FORM_STRIPPED}*" + r"[^\x09-\x0d\x7f]*" + f"{FORM_STRIPPED}*$"
+FORM_ASCII_PATTERN = r"^[\x00-\x20]*[\x00-\x08\x0e-\x7e]*[\x00-\x20]*$"
 #: Form values are stripped: a credential must keep a character that is not
 #: whitespace (nor a control character, which the form loader turns into a space).
 NON_BLANK_PATTERN = r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
@@ -102,8 +113,6 @@ MAX_WIRE_INT = 2**64 - 1
 MAX_KEY_MID_BYTES = 255
 MAX_TAG_PATTERNS = 10
 MAX_TAG_PATTERN_LENGTH = 256
-#: Items a form list is described with (well under ``max_form_fields``).
-MAX_FORM_LIST = 50
 
 LOGOUT_MESSAGE = "Your token has been cleared"
 
@@ -234,87 +243,95 @@ class _Settings:
         self.metrics_disable_auth = bool(getattr(config, "metrics_disable_auth", False))
 
 
-def _token_schema(settings: _Settings) -> dict[str, Any]:
-    return {
-        "type": "string",
-        "pattern": f"^[0-9a-f]{{{settings.token_length}}}$",
-        "description": "A Salt eauth token: the hex digest length of the master's `hash_type`, lowercase",
-    }
+def _text(core: str, form: bool, **extra: Any) -> dict[str, Any]:
+    """A string matching *core* whole; in a form, with what the form loader strips around it."""
+    if form:
+        end = f"{FORM_STRIPPED}*$"
+        pattern = f"^{FORM_STRIPPED}*(?:{core.replace('{END}', end)}){end}"
+    else:
+        pattern = f"^(?:{core.replace('{END}', '$')})$"
+    return {"type": "string", "pattern": pattern, **extra}
 
 
-def _credential_properties(settings: _Settings) -> dict[str, Any]:
+def _one_of_words(words: Iterable[str], form: bool) -> dict[str, Any]:
+    """One of *words* (an enum; in a form, a pattern that allows what the loader strips)."""
+    ordered = sorted(words)
+    if not form:
+        return {"type": "string", "enum": ordered}
+    return _text("|".join(re.escape(word) for word in ordered), form)
+
+
+def _token_schema(settings: _Settings, form: bool = False) -> dict[str, Any]:
+    return _text(
+        f"[0-9a-f]{{{settings.token_length}}}",
+        form,
+        description="A Salt eauth token: the hex digest length of the master's `hash_type`, lowercase",
+    )
+
+
+def _credential_properties(settings: _Settings, form: bool) -> dict[str, Any]:
     return {
-        "token": _token_schema(settings),
+        "token": _token_schema(settings, form),
         "username": {"type": "string", "maxLength": MAX_USERNAME_LENGTH},
         "password": {"type": "string", "maxLength": MAX_PASSWORD_LENGTH},
-        "eauth": {"type": "string", "pattern": EAUTH_PATTERN},
+        "eauth": _text(EAUTH_CORE, form),
     }
 
 
-def _bounded_text(max_bytes: int) -> dict[str, Any]:
+def _bounded_text(max_bytes: int, form: bool) -> dict[str, Any]:
     """A string of at most *max_bytes* UTF-8 bytes and no control character."""
     return {
         "anyOf": [
-            {"type": "string", "pattern": ASCII_PRINTABLE_PATTERN, "maxLength": max_bytes},
-            {"type": "string", "pattern": NO_CONTROL_PATTERN, "maxLength": max_bytes // 4},
+            {
+                "type": "string",
+                "pattern": FORM_ASCII_PATTERN if form else ASCII_PRINTABLE_PATTERN,
+                "maxLength": max_bytes,
+            },
+            {
+                "type": "string",
+                "pattern": FORM_NO_CONTROL_PATTERN if form else NO_CONTROL_PATTERN,
+                "maxLength": max_bytes // 4,
+            },
         ]
     }
 
 
-def _tgt_schema(settings: _Settings) -> dict[str, Any]:
-    item_bytes = 64
+def _tgt_schema(settings: _Settings, form: bool) -> dict[str, Any]:
+    many: dict[str, Any] = {"type": "array", "items": _bounded_text(settings.max_tgt_length, form)}
+    if form:
+        many["minItems"] = 1  # no field at all is no target
     return {
         "description": "The target: a string with no control characters, or a list of them with "
-        f"`tgt_type: list`; at most `max_tgt_length` ({settings.max_tgt_length}) UTF-8 bytes in all",
-        "anyOf": [
-            _bounded_text(settings.max_tgt_length),
-            {
-                "type": "array",
-                "maxItems": max(1, settings.max_tgt_length // (4 * item_bytes)),
-                "items": {"type": "string", "pattern": NO_CONTROL_PATTERN, "maxLength": item_bytes},
-            },
-        ],
+        f"`tgt_type: list`; at most `max_tgt_length` ({settings.max_tgt_length}) UTF-8 bytes in all (the items "
+        "together)",
+        "anyOf": [_bounded_text(settings.max_tgt_length, form), many],
     }
 
 
-def _tgt_form_schema(settings: _Settings) -> dict[str, Any]:
-    item_bytes = 64
-    item = {"type": "string", "pattern": NO_CONTROL_PATTERN, "maxLength": item_bytes}
-    return {
-        "description": "The target; repeat the field for a list (with `tgt_type=list`)",
-        "anyOf": [
-            _bounded_text(settings.max_tgt_length),
-            {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": max(1, min(MAX_FORM_LIST, settings.max_tgt_length // (4 * item_bytes))),
-                "items": item,
-            },
-        ],
-    }
-
-
-def _tgt_coupling() -> list[dict[str, Any]]:
+def _tgt_coupling(form: bool) -> list[dict[str, Any]]:
     """A list ``tgt`` needs an effective ``tgt_type`` of ``list`` (``expr_form`` counts when ``tgt_type`` is absent)."""
+    is_list = _one_of_words(["list"], form)
     return [
         {"properties": {"tgt": {"type": "string"}}},
-        {"required": ["tgt_type"], "properties": {"tgt_type": {"const": "list"}}},
-        {
-            "not": TGT_TYPE_GIVEN,
-            "required": ["expr_form"],
-            "properties": {"expr_form": {"const": "list"}},
-        },
+        {"required": ["tgt_type"], "properties": {"tgt_type": is_list}},
+        {"not": TGT_TYPE_GIVEN, "required": ["expr_form"], "properties": {"expr_form": is_list}},
     ]
 
 
 #: ``tgt_type`` is given (not absent, not null).
 TGT_TYPE_GIVEN = {"required": ["tgt_type"], "properties": {"tgt_type": {"type": "string"}}}
-#: ``expr_form`` is read only when ``tgt_type`` is not given.
-EXPR_FORM_RULE = [TGT_TYPE_GIVEN, {"properties": {"expr_form": {"anyOf": [{"enum": sorted(TGT_TYPES)}, NULL]}}}]
+
+
+def _expr_form_rule(form: bool) -> list[dict[str, Any]]:
+    """``expr_form`` is read only when ``tgt_type`` is not given (a null one counts as absent)."""
+    expr_form = _one_of_words(TGT_TYPES, form)
+    if not form:
+        expr_form = {"anyOf": [expr_form, NULL]}
+    return [TGT_TYPE_GIVEN, {"properties": {"expr_form": expr_form}}]
 
 
 def _timeout_schema(form: bool) -> dict[str, Any]:
-    text = {"type": "string", "pattern": TIMEOUT_TEXT_PATTERN}
+    text = _text(TIMEOUT_CORE, form)
     description = f"Seconds, above 0 and at most {MAX_TIMEOUT:g}; a number or a numeric string"
     if form:
         return {**text, "description": description}
@@ -325,7 +342,7 @@ def _timeout_schema(form: bool) -> dict[str, Any]:
 
 
 def _bool_schema(form: bool) -> dict[str, Any]:
-    text = {"type": "string", "pattern": BOOL_TEXT_PATTERN}
+    text = _text(BOOL_CORE, form)
     description = "A boolean, 0/1, or true/false/yes/no/1/0 (any case)"
     if form:
         return {**text, "description": description}
@@ -333,31 +350,32 @@ def _bool_schema(form: bool) -> dict[str, Any]:
 
 
 def _positive_int_schema(form: bool) -> dict[str, Any]:
-    text = {"type": "string", "pattern": POSITIVE_INT_TEXT_PATTERN, "maxLength": 18}
+    text = _text(POSITIVE_INT_CORE, form)
     if form:
         return text
     return {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_WIRE_INT}, text]}
 
 
-def _non_negative_schema(form: bool) -> dict[str, Any]:
-    text = {"type": "string", "pattern": NON_NEGATIVE_TEXT_PATTERN}
+def _batch_schema(form: bool) -> dict[str, Any]:
+    texts = [_text(POSITIVE_INT_CORE, form), _text(PERCENT_CORE, form)]
+    return {
+        "description": "Minions per window: a whole number from 1, or a percentage `<n>%` (1-100)",
+        "anyOf": texts if form else [{"type": "integer", "minimum": 1}, *texts],
+    }
+
+
+def _wait_schema(form: bool) -> dict[str, Any]:
+    text = _text(WAIT_CORE, form)
     if form:
         return text
-    return {"anyOf": [{"type": "number", "minimum": 0}, text]}
+    return {"anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_TIMEOUT}, text]}
 
 
 def _fun_schema(allow_list: bool, form: bool) -> dict[str, Any]:
-    one = {"type": "string", "pattern": FUN_PATTERN, "description": "A function name"}
     if not allow_list:
-        return {
-            "type": "string",
-            "pattern": MODULE_FUN_PATTERN,
-            "maxLength": 256,
-            "description": "`<module>.<function>`",
-        }
+        return _text(MODULE_FUN_CORE, form, description="`<module>.<function>`")
+    one = _text(FUN_CORE, form, description="A function name")
     many: dict[str, Any] = {"type": "array", "minItems": 1, "items": one}
-    if form:
-        many["maxItems"] = MAX_FORM_LIST
     return {"anyOf": [one, many], "description": "A function name, or a list of them (compound command)"}
 
 
@@ -399,55 +417,49 @@ def _absent_if_null(properties: dict[str, Any], keep: Iterable[str]) -> dict[str
     for name, schema in properties.items():
         if name in kept or schema is False or schema == VALUE:
             out[name] = schema
-        elif schema is True or schema == {}:
-            out[name] = schema
         else:
             out[name] = {"anyOf": [schema, NULL]}
     return out
 
 
 def _form_text_list() -> dict[str, Any]:
-    return {"anyOf": [{"type": "string"}, {"type": "array", "maxItems": MAX_FORM_LIST, "items": {"type": "string"}}]}
+    return {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
 
 
 def _local_chunk(
     clients: list[str], extra: Iterable[str], settings: _Settings, form: bool, client_required: bool = True
 ) -> dict[str, Any]:
     """A local-family chunk: the allowlist, nothing else."""
-    tgt_types = {"type": "string", "enum": sorted(TGT_TYPES)}
+    any_value = {"type": "string"} if form else VALUE
     properties: dict[str, Any] = {
-        "client": {"type": "string", "enum": clients},
-        "tgt": _tgt_form_schema(settings) if form else _tgt_schema(settings),
+        "client": _one_of_words(clients, form),
+        "tgt": _tgt_schema(settings, form),
         "fun": _fun_schema(True, form),
         "arg": _form_text_list() if form else {**VALUE, "description": "Positional arguments; a non-list is wrapped"},
-        "tgt_type": {**tgt_types, "description": "How `tgt` is matched (default `glob`)"},
+        "tgt_type": {**_one_of_words(TGT_TYPES, form), "description": "How `tgt` is matched (default `glob`)"},
         "expr_form": {"description": "Alias of `tgt_type`, read only when `tgt_type` is absent"},
-        "ret": {"type": "string", "pattern": RET_PATTERN, "description": "Returners, comma-separated"},
-        "ret_config": {"type": "string"} if form else VALUE,
-        "ret_kwargs": {"type": "string"} if form else VALUE,
-        "metadata": {"type": "string"} if form else VALUE,
+        "ret": _text(RET_CORE, form, description="Returners, comma-separated"),
+        "ret_config": any_value,
+        "ret_kwargs": any_value,
+        "metadata": any_value,
         "timeout": _timeout_schema(form),
         "full_return": _bool_schema(form),
-        **_credential_properties(settings),
+        **_credential_properties(settings, form),
     }
-    if not form:
+    if not form:  # a form value is a string, never a mapping
         properties["kwarg"] = _kwarg_schema(())
     if "batch" in extra:
-        batch_text = [
-            {"type": "string", "pattern": POSITIVE_INT_TEXT_PATTERN, "maxLength": 18},
-            {"type": "string", "pattern": PERCENT_PATTERN},
-        ]
-        properties["batch"] = {
-            "description": "Minions per window: a whole number from 1, or a percentage `<n>%` (1-100)",
-            "anyOf": batch_text if form else [{"type": "integer", "minimum": 1}, *batch_text],
-        }
+        properties["batch"] = _batch_schema(form)
     if "batch_wait" in extra:
-        properties["batch_wait"] = {**_non_negative_schema(form), "description": "Seconds between window starts"}
+        properties["batch_wait"] = {
+            **_wait_schema(form),
+            "description": f"Seconds between window starts, 0 to {MAX_TIMEOUT:g}",
+        }
     if "subset" in extra:
         properties["subset"] = {**_positive_int_schema(form), "description": "How many minions to run on"}
     allowed = set().union(*(LOCAL_ALLOWED_KEYS[c] for c in clients)) - {"jid"}
     if form:
-        allowed.discard("kwarg")  # a form value is a string, never a mapping
+        allowed.discard("kwarg")
     missing = allowed - set(properties)
     if missing:  # lowstate.py grew a key this description does not know
         raise RuntimeError(f"openapi: no schema for chunk keys {sorted(missing)}")
@@ -455,13 +467,14 @@ def _local_chunk(
     if client_required:
         required.insert(0, "client")
     properties = {k: v for k, v in properties.items() if k in allowed}
+    rules = {"allOf": [{"anyOf": _tgt_coupling(form)}, {"anyOf": _expr_form_rule(form)}]}
     if form:
         return {
             "type": "object",
             "required": required,
             "properties": properties,
             "additionalProperties": False,
-            "allOf": [{"anyOf": _tgt_coupling()}, {"anyOf": EXPR_FORM_RULE}],
+            **rules,
         }
     return {
         "type": "object",
@@ -469,7 +482,7 @@ def _local_chunk(
         "required": required,
         "properties": _absent_if_null(properties, ("client", "tgt", "fun")),
         "additionalProperties": NULL,
-        "allOf": [{"anyOf": _tgt_coupling()}, {"anyOf": EXPR_FORM_RULE}],
+        **rules,
     }
 
 
@@ -481,12 +494,12 @@ def _function_chunk(clients: list[str], wheel: bool, settings: _Settings, form: 
         else set()
     )
     properties: dict[str, Any] = {
-        "client": {"type": "string", "enum": clients},
+        "client": _one_of_words(clients, form),
         "fun": _fun_schema(False, form),
         "arg": _form_text_list() if form else {**VALUE, "description": "Positional arguments; a non-list is wrapped"},
         "timeout": _timeout_schema(form),
         "full_return": _bool_schema(form),
-        **_credential_properties(settings),
+        **_credential_properties(settings, form),
     }
     if not form:
         properties["kwarg"] = _kwarg_schema(forbidden_kwarg)
@@ -576,7 +589,6 @@ def _credentials_components() -> dict[str, Any]:
     def single(schema: dict[str, Any]) -> dict[str, Any]:
         return {"anyOf": [schema, {"type": "array", "minItems": 1, "maxItems": 1, "items": schema}]}
 
-    number_text = {"type": "string", "pattern": POSITIVE_TEXT_PATTERN}
     credentials = {
         "type": "object",
         "description": "Other keys are ignored. A value may also be a one-item list.",
@@ -584,10 +596,14 @@ def _credentials_components() -> dict[str, Any]:
         "properties": {
             "username": single({"type": "string", "minLength": 1, "maxLength": MAX_USERNAME_LENGTH}),
             "password": single({"type": "string", "maxLength": MAX_PASSWORD_LENGTH}),
-            "eauth": single({"type": "string", "pattern": EAUTH_PATTERN}),
+            "eauth": single(_text(EAUTH_CORE, False)),
             "token_expire": {
                 "description": "Requested lifetime in seconds; the master honours it per `token_expire_user_override`",
-                "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1e10}, number_text, NULL],
+                "anyOf": [
+                    {"type": "number", "exclusiveMinimum": 0, "maximum": 1e10},
+                    _text(POSITIVE_CORE, False),
+                    NULL,
+                ],
             },
         },
     }
@@ -598,8 +614,8 @@ def _credentials_components() -> dict[str, Any]:
         "properties": {
             "username": {"type": "string", "maxLength": MAX_USERNAME_LENGTH, "pattern": NON_BLANK_PATTERN},
             "password": {"type": "string", "maxLength": MAX_PASSWORD_LENGTH},
-            "eauth": {"type": "string", "pattern": EAUTH_PATTERN},
-            "token_expire": number_text,
+            "eauth": _text(EAUTH_CORE, True),
+            "token_expire": _text(POSITIVE_CORE, True),
         },
         "additionalProperties": {"type": "string"},
     }
@@ -1346,7 +1362,8 @@ def build(config: Any = None) -> dict[str, Any]:
             "version": __version__,
             "description": "REST and streaming API for the Salt master (rest_tornado compatible).\n\n"
             "Responses are JSON or YAML by `Accept` (406 otherwise). Request bodies are JSON (also labelled "
-            "`text/plain`), YAML or forms; another or no `Content-Type` gets 415. Every error carries "
+            "`text/plain`), YAML or forms (one flat chunk of strings, a repeated field giving a list, at most "
+            "`max_form_fields` fields, values stripped); another or no `Content-Type` gets 415. Every error carries "
             '`{"status", "error", "return"}`; an unknown path gets 404 and a wrong method 405 with `Allow`. '
             "Every response carries `X-Content-Type-Options: nosniff`, and `X-Salt-Version` when known. "
             "Websocket routes (`/all_events/<token>`, `/formatted_events/<token>`, `/ws[/<token>]`, with "

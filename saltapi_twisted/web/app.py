@@ -356,7 +356,7 @@ class SaltAPI:
             bus_connected_since=_epoch_since(self.bus.connected_since, self.clock),
         )
         for index, chunk in enumerate(validated, 1):
-            if chunk["client"] not in LOCAL_FAMILY and "." not in str(chunk.get("fun", "")):
+            if chunk["client"] not in LOCAL_FAMILY and str(chunk.get("fun", "")).count(".") != 1:
                 raise ApiError("invalid_value", f"chunk {index}: fun must be <module>.<function>")
             try:
                 pack_request(chunk)
@@ -784,7 +784,7 @@ class SaltAPI:
         async def handler(request: IRequest) -> Any:
             from ..openapi import build
 
-            return build()
+            return build(self.config)
 
         return self._serve(request, handler)
 

@@ -15,7 +15,8 @@ Left out of the fuzzing: ``POST /logout`` (it would revoke the fuzzing token),
 the request bodies (``text/plain`` for JSON, ``application/yaml`` and
 ``text/yaml`` for YAML) are dropped from the copy schemathesis reads: they
 reach the same parsers and would double the run. ``SALTAPI_FUZZ_EXAMPLES``
-sets the examples per operation (default 20).
+sets the examples per operation (default 20); ``SALTAPI_FUZZ_SEED`` the seed
+(fixed by default, so a run is repeatable: set another to explore further).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from saltapi_twisted.web.app import SaltAPI
 pytestmark = pytest.mark.integration
 
 EXAMPLES = int(os.environ.get("SALTAPI_FUZZ_EXAMPLES", "20"))
+FUZZ_SEED = int(os.environ.get("SALTAPI_FUZZ_SEED", "20261128"))
 #: Request media types that reach the same parser as one already fuzzed.
 MEDIA_ALIASES = ("text/plain", "application/yaml", "text/yaml")
 #: Routes served outside the REST description (websocket upgrades).
@@ -290,6 +292,8 @@ def test_schemathesis_finds_nothing(fuzz_api: ApiProcess, description: dict[str,
         "--exclude-operation-id",
         "minions_slash_post",
         "--no-color",
+        "--seed",
+        str(FUZZ_SEED),
     ]
     started = time.monotonic()
     try:
@@ -326,8 +330,7 @@ def test_schemathesis_finds_nothing(fuzz_api: ApiProcess, description: dict[str,
 
 # --------------------------------------------------------------------------
 # Requests schemathesis found the server mishandling, kept as regression cases.
-# Each is expected to fail until the server change named in its reason lands;
-# the xfail is strict, so a fixed case reports XPASS: then drop its mark.
+# Each reason names the change that fixed it.
 
 BIG = "1" + "0" * 20  # past msgpack's 64-bit integers
 LIMITED = "limited"  # the request carries a fresh ``limited`` token in X-Auth-Token
@@ -433,6 +436,42 @@ REGRESSIONS = [
         None,
         404,
         "app.py strict_slashes=False: /logout/ (and /login/, /run/...) answer although paths match exactly (spec §2)",
+    ),
+    (
+        "runner_fun_with_two_dots",
+        "POST",
+        "/",
+        LIMITED,
+        '{"client": "runner", "fun": "jobs.list.jobs"}',
+        400,
+        "app.py _validate: the master wants exactly one dot (spec_check splits on '.'): 'a.b.c' -> 502",
+    ),
+    (
+        "batch_integral_float",
+        "POST",
+        "/",
+        LIMITED,
+        '{"client": "local_batch", "tgt": "nomatch", "fun": "test.ping", "batch": 2.0}',
+        200,
+        "lowstate.py _positive_int: JSON does not tell 2.0 from 2 (schema `integer` admits it) -> 400",
+    ),
+    (
+        "full_return_integral_float",
+        "POST",
+        "/",
+        LIMITED,
+        '{"client": "local", "tgt": "nomatch", "fun": "test.ping", "full_return": 1.0}',
+        200,
+        "lowstate.py _to_bool: JSON does not tell 1.0 from 1 (schema `enum: [0, 1]` admits it) -> 400",
+    ),
+    (
+        "batch_wait_past_a_day",
+        "POST",
+        "/",
+        LIMITED,
+        '{"client": "local_batch", "tgt": "nomatch", "fun": "test.ping", "batch": 1, "batch_wait": 7.2e16}',
+        400,
+        "lowstate.py: batch_wait capped at 86400 s like timeout, and the description says so",
     ),
 ]
 
