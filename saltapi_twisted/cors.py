@@ -40,9 +40,7 @@ def cors_headers(origin: str | None, cors_origin: Sequence[str]) -> dict[str, st
     return headers
 
 
-def preflight_headers(
-    origin: str | None, cors_origin: Sequence[str], request_headers: str | None
-) -> dict[str, str]:
+def preflight_headers(origin: str | None, cors_origin: Sequence[str], request_headers: str | None) -> dict[str, str]:
     """Headers for an ``OPTIONS`` answer.
 
     Requested headers are echoed, filtered to :data:`ALLOWED_REQUEST_HEADERS`;

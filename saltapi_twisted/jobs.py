@@ -29,6 +29,7 @@ from twisted.logger import Logger
 
 from .master.exceptions import MasterTimeout
 
+
 class JobTimeout(MasterTimeout):
     """A job's result did not arrive within its wait deadline."""
 
@@ -74,6 +75,7 @@ class _Signal:
             return
         d: defer.Deferred[None] = defer.Deferred()
         self._deferred = d
+
         def wake() -> None:
             if not d.called:
                 d.callback(None)
@@ -91,7 +93,7 @@ class _Signal:
 def _is_return(tag: str, jid: str) -> str | None:
     for prefix in (f"salt/job/{jid}/ret/", f"syndic/job/{jid}/ret/"):
         if tag.startswith(prefix):
-            return tag[len(prefix):]
+            return tag[len(prefix) :]
     return None
 
 
@@ -238,8 +240,11 @@ class JobWaiter:
             answered.add(minion)
             ret = data.get("return")
             retcode = data.get("retcode", 0)
-            if isinstance(ret, dict) and ret and ret.get("return", None) != {} and not (
-                isinstance(retcode, int) and retcode > 0
+            if (
+                isinstance(ret, dict)
+                and ret
+                and ret.get("return", None) != {}
+                and not (isinstance(retcode, int) and retcode > 0)
             ):
                 running.add(minion)
             signal.set()

@@ -222,9 +222,7 @@ def validate_lowstate(
     if not chunks:
         raise ApiError("bad_request", "No chunks: send at least one lowstate chunk")
     if len(chunks) > limits.max_chunks:
-        raise ApiError(
-            "bad_request", f"Too many chunks: {len(chunks)} sent, at most {limits.max_chunks} allowed"
-        )
+        raise ApiError("bad_request", f"Too many chunks: {len(chunks)} sent, at most {limits.max_chunks} allowed")
 
     # 2. implemented client
     for chunk in chunks:
@@ -238,8 +236,7 @@ def validate_lowstate(
         if chunk["client"] not in enabled:
             raise ApiError(
                 "client_disabled",
-                f"Client disabled: '{chunk['client']}'. "
-                "Add to 'netapi_enable_clients' master config option to enable.",
+                f"Client disabled: '{chunk['client']}'. Add to 'netapi_enable_clients' master config option to enable.",
             )
 
     # 4. reserved keys
@@ -367,9 +364,7 @@ def wheel_load(chunk: dict) -> dict:
     """
     credentials = _credentials(chunk)
     load: dict[str, Any] = {
-        k: v
-        for k, v in _function_keywords(chunk).items()
-        if k not in _WHEEL_KWARG_FORBIDDEN and not k.startswith("__")
+        k: v for k, v in _function_keywords(chunk).items() if k not in _WHEEL_KWARG_FORBIDDEN and not k.startswith("__")
     }
     arg = _arg_list(chunk)
     if arg:
@@ -458,9 +453,7 @@ def _keyword_dict_problem(kwarg: dict, forbidden: frozenset[str]) -> list[object
 class _JidCheck:
     """Decides whether a caller-supplied jid names no existing job (spec §4.2)."""
 
-    def __init__(
-        self, now: float, jid_seen: Callable[[str], bool] | None, bus_connected_since: float | None
-    ) -> None:
+    def __init__(self, now: float, jid_seen: Callable[[str], bool] | None, bus_connected_since: float | None) -> None:
         self.now = now
         self.jid_seen = jid_seen
         self.bus_connected_since = bus_connected_since
@@ -677,8 +670,6 @@ def _function_keywords(chunk: dict) -> dict[str, Any]:
     if isinstance(kwarg, dict):
         keywords.update((k, v) for k, v in kwarg.items() if isinstance(k, str))
     keywords.update(
-        (k, v)
-        for k, v in chunk.items()
-        if isinstance(k, str) and k not in _CONSUMED_KEYS and not _is_reserved(k)
+        (k, v) for k, v in chunk.items() if isinstance(k, str) and k not in _CONSUMED_KEYS and not _is_reserved(k)
     )
     return keywords

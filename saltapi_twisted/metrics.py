@@ -19,8 +19,25 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 
 #: Route labels: the first path segment of a known route, else "other".
 ROUTES = frozenset(
-    {"", "login", "logout", "token", "run", "minions", "jobs", "keys", "events", "hook", "stats", "health",
-     "metrics", "all_events", "formatted_events", "ws", "openapi.json"}
+    {
+        "",
+        "login",
+        "logout",
+        "token",
+        "run",
+        "minions",
+        "jobs",
+        "keys",
+        "events",
+        "hook",
+        "stats",
+        "health",
+        "metrics",
+        "all_events",
+        "formatted_events",
+        "ws",
+        "openapi.json",
+    }
 )
 
 

@@ -274,9 +274,7 @@ def serialize(obj: Any, media_type: str) -> bytes:
                 # Keys json cannot write (tuples, bytes...) or a cycle.
                 text = json.dumps(to_plain(obj), ensure_ascii=False, default=_json_default)
         elif media_type == YAML:
-            text = yaml.dump(
-                to_plain(obj), Dumper=_Dumper, default_flow_style=None, allow_unicode=True
-            )
+            text = yaml.dump(to_plain(obj), Dumper=_Dumper, default_flow_style=None, allow_unicode=True)
         else:
             raise ValueError(f"cannot serialise to {media_type!r}")
     except RecursionError as exc:
@@ -397,9 +395,7 @@ def _parse_json(body: bytes, text: str, max_depth: int) -> Any:
 
 _YAML_TAG = "tag:yaml.org,2002:"
 #: Explicit tags accepted: the core schema, and the non-specific ``!``.
-YAML_TAGS = frozenset(
-    [_YAML_TAG + name for name in ("str", "int", "float", "bool", "null", "seq", "map")] + ["!"]
-)
+YAML_TAGS = frozenset([_YAML_TAG + name for name in ("str", "int", "float", "bool", "null", "seq", "map")] + ["!"])
 
 
 class _BoundedComposer(Composer):

@@ -251,9 +251,7 @@ class EventHub:
 
     _log = Logger()
 
-    def __init__(
-        self, bus: EventBus, clock: IReactorTime, now: Callable[[], float], replay_size: int = 1000
-    ) -> None:
+    def __init__(self, bus: EventBus, clock: IReactorTime, now: Callable[[], float], replay_size: int = 1000) -> None:
         self.bus = bus
         self.clock = clock
         self.now = now

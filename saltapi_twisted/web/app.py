@@ -66,9 +66,27 @@ class AnyPathConverter(PathConverter):
 
 #: Every REST path: each answers OPTIONS.
 REST_PATHS = (
-    "/", "/login", "/logout", "/token", "/run", "/minions", "/minions/", "/minions/<mid>",
-    "/jobs", "/jobs/", "/jobs/<jid>", "/keys", "/keys/", "/keys/<mid>", "/events",
-    "/hook", "/hook/<anypath:suffix>", "/stats", "/health", "/metrics", "/openapi.json",
+    "/",
+    "/login",
+    "/logout",
+    "/token",
+    "/run",
+    "/minions",
+    "/minions/",
+    "/minions/<mid>",
+    "/jobs",
+    "/jobs/",
+    "/jobs/<jid>",
+    "/keys",
+    "/keys/",
+    "/keys/<mid>",
+    "/events",
+    "/hook",
+    "/hook/<anypath:suffix>",
+    "/stats",
+    "/health",
+    "/metrics",
+    "/openapi.json",
 )
 
 
@@ -186,9 +204,7 @@ class SaltAPI:
             stream.close("shutdown")
         self.hub.close_all("shutdown")
         self.hub.stop()
-        pending = [
-            s.finished for s in streams if getattr(s, "finished", None) is not None and not s.finished.called
-        ]
+        pending = [s.finished for s in streams if getattr(s, "finished", None) is not None and not s.finished.called]
         if pending:
             done = defer.DeferredList(pending, consumeErrors=True)
             done.addTimeout(wait, self.clock)
@@ -486,8 +502,10 @@ class SaltAPI:
             except UnicodeEncodeError:
                 raise ApiError("bad_request", f"{key} is not valid text") from None
             values[key] = value
-        if len(values["username"]) > 256 or len(values["password"]) > 4096 or not re.fullmatch(
-            r"[A-Za-z0-9_]{1,64}", values["eauth"]
+        if (
+            len(values["username"]) > 256
+            or len(values["password"]) > 4096
+            or not re.fullmatch(r"[A-Za-z0-9_]{1,64}", values["eauth"])
         ):
             raise ApiError("bad_request", "username, password or eauth out of bounds")
         expire = body.get("token_expire")

@@ -40,7 +40,7 @@ def hook_tag(raw_path: bytes) -> str:
     if not raw.startswith(b"/hook/"):
         raise ApiError("bad_request", "Invalid hook path")
     try:
-        suffix = unquote(raw[len(b"/hook/"):].decode("ascii"), errors="strict")
+        suffix = unquote(raw[len(b"/hook/") :].decode("ascii"), errors="strict")
     except (UnicodeDecodeError, UnicodeError):
         raise ApiError("bad_request", "Invalid hook path: only ASCII is allowed") from None
     if len(suffix) > MAX_SUFFIX or not _SUFFIX_CHARS.fullmatch(suffix):

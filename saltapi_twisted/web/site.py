@@ -240,9 +240,7 @@ class ApiSite(Site):
     def buildProtocol(self, addr: IAddress | None) -> Any:  # noqa: N802 - Twisted hook
         """A channel, unless a connection cap is reached (then the connection is closed)."""
         host = str(getattr(addr, "host", "unix"))
-        if self.open_connections >= self.max_connections or (
-            self.max_per_ip and self.per_ip[host] >= self.max_per_ip
-        ):
+        if self.open_connections >= self.max_connections or (self.max_per_ip and self.per_ip[host] >= self.max_per_ip):
             self.refused_connections += 1
             return None
         channel = super().buildProtocol(addr)

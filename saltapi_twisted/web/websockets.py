@@ -360,7 +360,6 @@ class WebsocketStream(BoundedStream):
         self.context.api.streams.discard(self)
 
 
-
 class EventStream(WebsocketStream):
     """``/all_events`` (bare JSON) and ``/ws`` (``data: ...\\n\\n``)."""
 
