@@ -142,6 +142,16 @@ def _str_list(value: Any) -> tuple[str, ...]:
     raise ValueError("must be a list of strings")
 
 
+def _networks(value: Any) -> tuple[str, ...]:
+    entries = _str_list(value)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/8)") from None
+    return entries
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
@@ -214,7 +224,7 @@ _BLOCK_KEYS: dict[str, tuple[str, Callable[[Any], Any], Any]] = {
     "stats_disable_auth": ("stats_disable_auth", _bool, False),
     "metrics_disable_auth": ("metrics_disable_auth", _bool, False),
     "metrics": ("metrics", _bool, False),
-    "trusted_proxies": ("trusted_proxies", _str_list, ()),
+    "trusted_proxies": ("trusted_proxies", _networks, ()),
     "cookie_samesite": ("cookie_samesite", _samesite, "Strict"),
     "salt_version_header": ("salt_version_header", _optional_str, None),
     "salt_version": ("salt_version_header", _optional_str, None),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -74,7 +75,38 @@ def makeService(options: Options) -> Any:  # noqa: N802 - twistd's name
     except ConfigError as exc:
         _fail(str(exc))
     reactor.addSystemEventTrigger("after", "shutdown", _graceful_exit, reactor)
-    return service
+    return ApiRoot(service, _observer(options, config))
+
+
+def _observer(options: Options, config: Any) -> Any:
+    """Our log observer, unless ``--logger`` or ``--syslog`` chose one."""
+    twistd = getattr(options, "parent", None) or {}
+    if twistd.get("logger") or twistd.get("syslog"):
+        return None
+    from .logobserver import configured_observer, log_destination
+
+    destination = log_destination(twistd.get("logfile"), bool(twistd.get("nodaemon")))
+    return configured_observer(config.log_format, config.debug, destination)
+
+
+class ApiRoot(MultiService):
+    """The service twistd runs: installs our log observer on the application.
+
+    :param service: the API (or the worker supervisor).
+    :param observer: the log observer, or None to leave twistd's.
+    """
+
+    def __init__(self, service: Any, observer: Any) -> None:
+        super().__init__()
+        self.observer = observer
+        service.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> Any:  # noqa: N802 - Twisted's name
+        if self.observer is not None and hasattr(parent, "setComponent"):
+            from twisted.logger import ILogObserver
+
+            parent.setComponent(ILogObserver, self.observer)
+        return super().setServiceParent(parent)
 
 
 def _graceful_exit(reactor: Any) -> None:

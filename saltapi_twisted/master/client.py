@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from .exceptions import AuthenticationFailed, MasterError, error_from_reply
 
@@ -31,6 +32,8 @@ class MasterClient:
         or a fake with the same ``request`` method.
     """
 
+    _log = Logger()
+
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         #: called with (cmd, outcome, seconds) after every round trip
@@ -45,8 +48,15 @@ class MasterClient:
             outcome = type(exc).__name__
             raise
         finally:
+            seconds = time.monotonic() - started
+            self._log.debug(
+                "master {cmd} request: {outcome} in {ms:.1f} ms",
+                cmd=str(load.get("cmd")),
+                outcome=outcome,
+                ms=seconds * 1000,
+            )
             if self.observer is not None:
-                self.observer(str(load.get("cmd")), outcome, time.monotonic() - started)
+                self.observer(str(load.get("cmd")), outcome, seconds)
 
     async def _call(self, load: dict[str, Any], timeout: float | None = None) -> Any:
         reply = await self._request(load, timeout)

@@ -50,9 +50,16 @@ from ..negotiation import JSON, choose_output, normalize_lowstate, parse_body, s
 from ..streams import EventHub
 from .events import SSE, serve_events
 from .hook import serve_hook
+from .proxies import TrustedProxies
 
 _JID_RE = re.compile(r"^[0-9]{20}(_[A-Za-z0-9]{1,32})?$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _note_user(request: IRequest, name: Any) -> None:
+    """Remember who made *request*, for the access log (control characters masked)."""
+    if isinstance(name, str) and name:
+        cast(Any, request).saltapi_user = _CONTROL_RE.sub("?", name[:256]).replace(" ", "?")
 _MID_BAD = re.compile(r"[/\\\x00-\x1f\x7f]")
 LOGIN_KEYS_MESSAGE = 'Require "username", "password", and "eauth" params'
 
@@ -176,6 +183,7 @@ class SaltAPI:
         self.metrics = Metrics()
         if hasattr(master, "observer"):
             master.observer = self.metrics.observe_master
+        self.proxies = TrustedProxies(config.trusted_proxies)
         self.login_limiter = RateLimiter(config.login_rate_limit, 60.0)
         self.hook_limiter = RateLimiter(config.webhook_rate_limit, 1.0)
         self.hub = EventHub(bus, clock, time.time, config.events_replay_buffer)
@@ -343,7 +351,7 @@ class SaltAPI:
             return
         if request.getCookie(b"session_id") is None:
             return
-        scheme = "https" if request.isSecure() else "http"
+        scheme = "https" if self.proxies.is_secure(request) else "http"
         own = own_origin(scheme, _header(request, b"host"))
         if is_foreign(_header(request, b"origin"), own, self.config.cors_origin, _header(request, b"sec-fetch-site")):
             raise ApiError("csrf", "Cross-site request refused: send X-Auth-Token or use the same origin")
@@ -352,6 +360,7 @@ class SaltAPI:
         token = token_from_request(request)
         info = await self.auth.validate(token)
         assert token is not None  # noqa: S101 - validate() refused None
+        _note_user(request, info.get("name"))
         return token, info
 
     def _validate(self, chunks: Any, header_token: str | None, require_credentials: bool = True) -> list[dict]:
@@ -481,8 +490,7 @@ class SaltAPI:
     # /login, /logout, /token
 
     def _client_ip(self, request: IRequest) -> str:
-        peer = request.getClientAddress()
-        return str(getattr(peer, "host", "unknown"))
+        return self.proxies.client_ip(request)
 
     def _credentials_from_body(self, request: IRequest) -> dict[str, Any]:
         body = self._read_body(request)
@@ -522,7 +530,7 @@ class SaltAPI:
     def _set_session_cookie(self, request: IRequest, token: str, max_age: int) -> None:
         """``session_id=<token>; HttpOnly; SameSite=...; Path=/; Max-Age=...`` (+ ``Secure`` over TLS)."""
         cookie = f"session_id={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={self.config.cookie_samesite}"
-        if request.isSecure():
+        if self.proxies.is_secure(request):
             cookie += "; Secure"
         cast(Any, request).cookies.append(cookie.encode("ascii"))
 
@@ -551,6 +559,7 @@ class SaltAPI:
             raise unauthenticated("Authentication failed") from None
         self.stats.logins_ok += 1
         self.metrics.logins["ok"] += 1
+        _note_user(request, info.get("name"))
         return info
 
     def _login_entry(self, info: dict[str, Any]) -> dict[str, Any]:

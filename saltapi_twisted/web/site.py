@@ -32,6 +32,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from ..errors import error_body
+from .proxies import TrustedProxies
 
 _PATH_TOKEN = re.compile(r"^(/(?:all_events|formatted_events|ws)/)[^/?]+")
 _QUERY_SECRET = re.compile(r"((?:^|[?&])(?:token|salt_token|password|session_id)=)[^&]*", re.IGNORECASE)
@@ -230,6 +231,7 @@ class ApiSite(Site):
         self.max_body = config.max_request_body_size
         self.max_connections = config.max_connections
         self.max_per_ip = config.max_connections_per_ip
+        self.proxies = TrustedProxies(config.trusted_proxies)
         self.open_connections = 0
         self.per_ip: Counter[str] = Counter()
         self.refused_connections = 0
@@ -264,10 +266,10 @@ class ApiSite(Site):
     def log(self, request: http.Request) -> None:
         """One access-log event per request, secrets redacted."""
         path = request.uri.decode("latin-1", "replace")
-        peer = request.getClientAddress()
         self._log.info(
-            '{client} "{method} {path}" {status} {size} {duration:.3f}s',
-            client=getattr(peer, "host", "-"),
+            '{client} {user} "{method} {path}" {status} {size} {duration:.3f}s',
+            client=self.proxies.client_ip(request),
+            user=getattr(request, "saltapi_user", None) or "-",
             method=request.method.decode("latin-1", "replace"),
             path=redact_path(path),
             status=request.code,

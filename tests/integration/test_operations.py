@@ -89,3 +89,60 @@ def test_json_log_lines_and_no_secrets(salt_master: SaltSandbox, tmp_path: Path)
     assert "wrong-secret-pw" not in output
     assert "saltdev:saltdev" not in output
     assert os.path.getsize(process.root / "twistd.out") > 0
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_log_format_json_and_trusted_proxies(salt_master: SaltSandbox, tmp_path: Path) -> None:
+    """``log_format: json`` writes JSON lines to --logfile; X-Forwarded-For counts only from trusted proxies."""
+    block = {"disable_ssl": True, "log_format": "json", "trusted_proxies": ["127.0.0.1"], "login_rate_limit": 2}
+    process = ApiProcess(tmp_path, salt_master, block)
+    process.start()
+    try:
+        api = Api(process)
+        token = api.login()
+        api.get("/jobs", headers={"X-Auth-Token": token, "X-Forwarded-For": "198.51.100.1, 203.0.113.9"})
+
+        def bad_login(client: str) -> int:
+            body = {"username": f"user-{client}", "password": "wrong", "eauth": "file"}
+            return api.post("/login", json=body, headers={"X-Forwarded-For": client}).status_code
+
+        # the limit counts per forwarded client: one client's failures do not lock out another
+        assert [bad_login("203.0.113.50") for _ in range(3)] == [401, 401, 429]
+        assert bad_login("203.0.113.51") == 401
+        # a cookie from a proxy that terminated TLS is Secure
+        login = api.post(
+            "/login",
+            json={"username": "saltdev", "password": "saltdev", "eauth": "file"},
+            headers={"X-Forwarded-For": "203.0.113.52", "X-Forwarded-Proto": "https"},
+        )
+        assert login.status_code == 200
+        assert "Secure" in login.headers["Set-Cookie"]
+    finally:
+        process.stop()
+    events = _json_lines(process.log_path.read_text())
+    assert events, process.output()
+    access = [e for e in events if str(e.get("log_namespace", "")).endswith("ApiSite")]
+    jobs = [e for e in access if str(e.get("path", "")).startswith("/jobs")]
+    assert jobs and jobs[0]["client"] == "203.0.113.9" and jobs[0]["user"] == "saltdev", jobs
+    assert not [e for e in events if e.get("log_level", {}).get("name") == "debug"]
+
+
+def test_untrusted_forwarded_for_is_ignored_and_debug_logs(salt_master: SaltSandbox, tmp_path: Path) -> None:
+    """Without trusted_proxies the peer is the client; ``debug: True`` raises the level to DEBUG."""
+    process = ApiProcess(tmp_path, salt_master, {"disable_ssl": True, "debug": True, "login_rate_limit": 2})
+    process.start()
+    try:
+        api = Api(process)
+        body = {"username": "saltdev", "password": "wrong", "eauth": "file"}
+        codes = [
+            api.post("/login", json=body, headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(3)
+        ]
+        assert codes == [401, 401, 429]  # every attempt counted against 127.0.0.1
+    finally:
+        process.stop()
+    text = process.log_path.read_text()
+    assert "master mk_token request" in text, text[-3000:]
+    assert '127.0.0.1 - "POST /login" 429' in text, text[-3000:]
