@@ -7,13 +7,15 @@
   cache key or a log line.
 * Validation asks the master (``get_token``); a result is cached for a few
   seconds, never past the token's ``expire``.
-* ``/logout`` records the token as revoked here until it expires (the
-  master's request channel has no way to delete a token).
+* ``/logout`` records the token (its SHA-256 digest) as revoked until it
+  expires (the master's request channel has no way to delete a token); with
+  ``processes: N`` the digest is shared with every worker.
 """
 
 from __future__ import annotations
 
-import hmac
+import hashlib
+import re
 import time
 from collections import OrderedDict, deque
 from typing import Any
@@ -24,6 +26,14 @@ from .lowstate import token_well_formed
 from .master.client import MasterClient
 
 SESSION_COOKIE = b"session_id"
+
+
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def token_digest(token: str) -> str:
+    """The SHA-256 hex digest of *token* (how revocations are kept and shared)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def token_from_request(request: Any) -> str | None:
@@ -131,18 +141,25 @@ class Authenticator:
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._revoked: dict[str, float] = {}
         self._revocation_listeners: list[Callable[[str], None]] = []
+        self._revocation_sharers: list[Callable[[str, float], None]] = []
+        self._digest_listeners: list[Callable[[str], None]] = []
 
     def well_formed(self, token: object) -> bool:
         """The format gate."""
         return token_well_formed(token, self.token_length)
 
     def is_revoked(self, token: str) -> bool:
-        """Whether ``/logout`` revoked *token* (timing-safe comparison)."""
+        """Whether ``/logout`` (here or in another worker) revoked *token*.
+
+        Revocations are kept as SHA-256 digests: a lookup reveals nothing
+        about a token to the timing of a comparison, and the digest is what
+        workers share.
+        """
         now = self._now()
         for revoked, expire in list(self._revoked.items()):
             if expire <= now:
                 del self._revoked[revoked]
-        return any(hmac.compare_digest(token, revoked) for revoked in self._revoked)
+        return token_digest(token) in self._revoked
 
     async def validate(self, token: str | None) -> dict[str, Any]:
         """The master's data for a valid token.
@@ -176,11 +193,33 @@ class Authenticator:
         return fetched
 
     def revoke(self, token: str, expire: float) -> None:
-        """Refuse *token* from now until *expire*; tell open streams."""
-        self._revoked[token] = expire
+        """Refuse *token* from now until *expire*; tell open streams and the other workers."""
+        digest = token_digest(token)
+        self._revoked[digest] = expire
         self._cache.pop(token, None)
         for listener in list(self._revocation_listeners):
             listener(token)
+        for share in list(self._revocation_sharers):
+            share(digest, expire)
+
+    def revoke_digest(self, digest: str, expire: float) -> bool:
+        """Another worker revoked the token with this SHA-256 *digest* (False: ignored)."""
+        if not (isinstance(digest, str) and _DIGEST_RE.fullmatch(digest)):
+            return False
+        if not isinstance(expire, (int, float)) or isinstance(expire, bool) or expire <= self._now():
+            return False
+        self._revoked[digest] = float(expire)
+        for listener in list(self._digest_listeners):
+            listener(digest)
+        return True
+
+    def share_revocations(self, sharer: Callable[[str, float], None]) -> None:
+        """Call *sharer* with (digest, expire) for each ``/logout`` here."""
+        self._revocation_sharers.append(sharer)
+
+    def on_revoke_digest(self, listener: Callable[[str], None]) -> None:
+        """Call *listener* with the digest of each token another worker revoked."""
+        self._digest_listeners.append(listener)
 
     def on_revoke(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call *listener* with each revoked token; returns an unsubscribe function."""

@@ -197,6 +197,7 @@ _BLOCK_KEYS: dict[str, tuple[str, Callable[[Any], Any], Any]] = {
     "disable_ssl": ("disable_ssl", _bool, False),
     "debug": ("debug", _bool, False),
     "num_processes": ("num_processes", _int_range(0, 1024), 1),
+    "processes": ("processes", _int_range(1, 64), 1),
     "websockets": ("websockets", _bool, False),
     "cors_origin": ("cors_origin", _origins, ()),
     "webhook_disable_auth": ("webhook_disable_auth", _bool, False),
@@ -300,6 +301,7 @@ class ApiConfig:
     disable_ssl: bool = False
     debug: bool = False
     num_processes: int = 1
+    processes: int = 1
     websockets: bool = False
     cors_origin: tuple[str, ...] = ()
     webhook_disable_auth: bool = False
@@ -663,7 +665,10 @@ def load_config(path: str, section: str | None = None) -> ApiConfig:
                 raise ConfigError(f"{where}: {block_name}: {key}: {file_path} {reason}")
 
     if values.get("num_processes", 1) not in (1,):
-        warnings.append(f"{where}: {block_name}: num_processes is not supported; running one process")
+        warnings.append(
+            f"{where}: {block_name}: num_processes is not supported; running one process "
+            "(processes: N starts N workers)"
+        )
     if master.netapi_enable_clients is None:
         warnings.append(
             f"{path}: netapi_enable_clients is not set: every client is disabled "

@@ -147,6 +147,21 @@ def listener_warnings(config: ApiConfig, ipv6: bool | None = None) -> list[str]:
     return warnings
 
 
+def listener_plan(config: ApiConfig, listen: list[str] | None = None) -> list[tuple[str, bool]]:
+    """What to listen on: (endpoint description, whether we wrap it in our TLS).
+
+    :param config: the API block.
+    :param listen: ``--listen`` descriptions, replacing the configured ones.
+        Operator-given endpoints get our TLS policy too when a certificate is
+        configured (``ssl:`` strings bring their own).
+    """
+    raw = listen or list(config.endpoints)
+    if raw:
+        wrap = bool(config.ssl_crt) and not config.disable_ssl
+        return [(d, wrap and not d.startswith("ssl:")) for d in raw]
+    return [(d, not config.disable_ssl) for d in listener_descriptions(config)]
+
+
 def uses_tls_wrapping(config: ApiConfig) -> bool:
     """Whether the caller wraps :func:`listener_descriptions` in :func:`wrap_tls`.
 

@@ -24,13 +24,14 @@ from twisted.logger import Logger
 from .auth import Authenticator
 from .clients import ClientRunner
 from .config import ApiConfig, ConfigError
-from .endpoints import listener_descriptions, listener_warnings, tls_options, wrap_tls
+from .endpoints import listener_plan, listener_warnings, tls_options, wrap_tls
 from .master.client import MasterClient
 from .master.eventbus import EventBus
 from .master.eventfire import EventFirer
 from .master.exceptions import MasterUnavailable
 from .master.reqclient import RequestChannel
 from .web.site import build_site
+from .workers import AdoptedPort, InheritedSocket
 
 #: Seconds between health pings of the request channel.
 PING_INTERVAL = 5.0
@@ -102,11 +103,22 @@ class SaltApiService(MultiService):
     :param reactor: the reactor (time, TCP, UNIX).
     :param zmq_factory: the txZMQ factory.
     :param listen: endpoint descriptions replacing the configured listeners.
+    :param adopted: listening sockets inherited from the supervisor (a worker
+        of ``processes: N``); then nothing is bound here.
+    :param worker: this worker's number (1..N), None when running alone.
     """
 
     _log = Logger()
 
-    def __init__(self, config: ApiConfig, reactor: Any, zmq_factory: Any, listen: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: ApiConfig,
+        reactor: Any,
+        zmq_factory: Any,
+        listen: list[str] | None = None,
+        adopted: list[InheritedSocket] | None = None,
+        worker: int | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -124,6 +136,7 @@ class SaltApiService(MultiService):
         self.firer = EventFirer(pull, reactor)
         self.auth = Authenticator(self.master, config.master.token_length, config.token_cache_seconds)
         self.runner = ClientRunner(self.master, self.bus, reactor, config)
+        self.worker = worker
         self.site, self.api = build_site(self, salt_version(config))
         self.lag = ReactorLag(reactor)
         self.api.lag = self.lag
@@ -132,20 +145,14 @@ class SaltApiService(MultiService):
         self._pinger.clock = reactor
         self._unsubscribe = self.bus.subscribe(lambda tag, data: None, self._bus_state)
 
-        if not listen:
+        if not listen and adopted is None:
             for warning in listener_warnings(config):
                 self._log.warn("{warning}", warning=warning)
-        raw = listen or list(config.endpoints)
-        if raw:
-            # Operator-given endpoints get our TLS policy too when a certificate
-            # is configured ("ssl:" strings bring their own).
-            wrap = bool(config.ssl_crt) and not config.disable_ssl
-            descriptions = [(d, wrap and not d.startswith("ssl:")) for d in raw]
-        else:
-            descriptions = [(d, not config.disable_ssl) for d in listener_descriptions(config)]
-        factory_tls = None
-        if any(tls for _d, tls in descriptions):
-            factory_tls = tls_options(config)
+        if adopted is not None:
+            self._adopt(adopted)
+            return
+        descriptions = listener_plan(config, listen)
+        factory_tls = tls_options(config) if any(tls for _d, tls in descriptions) else None
         for description, tls in descriptions:
             factory = wrap_tls(factory_tls, self.site, clock=reactor) if tls and factory_tls else self.site
             try:
@@ -153,6 +160,15 @@ class SaltApiService(MultiService):
             except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
                 raise ConfigError(f"cannot listen on {description!r}: {exc or type(exc).__name__}") from None
             service.setServiceParent(self)
+
+    def _adopt(self, adopted: list[InheritedSocket]) -> None:
+        """Serve on listening sockets a supervisor bound (``processes: N``)."""
+        factory_tls = tls_options(self.config) if any(s.tls for s in adopted) else None
+        for inherited in adopted:
+            factory = (
+                wrap_tls(factory_tls, self.site, clock=self.reactor) if inherited.tls and factory_tls else self.site
+            )
+            AdoptedPort(self.reactor, inherited, factory).setServiceParent(self)
 
     def _bus_state(self, up: bool) -> None:
         if up:

@@ -33,6 +33,23 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["adopt"] = []
+        self["worker"] = None
+
+    def opt_worker(self, index: str) -> None:
+        """Internal (processes: N): run as worker INDEX of a supervisor."""
+        if not index.isdigit() or not 1 <= int(index) <= 64:
+            raise usage.UsageError("--worker: a number from 1 to 64")
+        self["worker"] = int(index)
+
+    def opt_adopt(self, description: str) -> None:
+        """Internal (processes: N): serve on the inherited listening socket FD:FAMILY:TLS."""
+        from .workers import InheritedSocket
+
+        try:
+            self["adopt"].append(InheritedSocket.parse(description))
+        except ValueError as exc:
+            raise usage.UsageError(str(exc)) from None
 
     def opt_listen(self, description: str) -> None:
         """A Twisted endpoint to listen on (repeatable); replaces the configured listeners."""
@@ -64,18 +81,44 @@ def makeService(options: Options) -> Any:  # noqa: N802 - twistd's name
         if config.tls and not options["listen"]:
             for warning in certificate_warnings(config):
                 _log.warn("{warning}", warning=warning)
-        from txzmq import ZmqFactory
-
-        from .service import SaltApiService
-
-        factory = ZmqFactory()
-        factory.reactor = reactor
-        factory.registerForShutdown()
-        service = SaltApiService(config, reactor, factory, listen=options["listen"] or None)
+        if config.processes > 1 and options["worker"] is None:
+            service = _supervisor(options, config, reactor)
+        else:
+            service = _api_service(options, config, reactor)
     except ConfigError as exc:
         _fail(str(exc))
     reactor.addSystemEventTrigger("after", "shutdown", _graceful_exit, reactor)
     return ApiRoot(service, _observer(options, config))
+
+
+def _api_service(options: Options, config: Any, reactor: Any) -> Any:
+    """The API itself: alone, or as worker ``--worker I`` on ``--adopt`` sockets."""
+    from txzmq import ZmqFactory
+
+    from .service import SaltApiService
+
+    factory = ZmqFactory()
+    factory.reactor = reactor
+    factory.registerForShutdown()
+    worker = options["worker"]
+    adopted = options["adopt"] if worker is not None else None
+    service = SaltApiService(config, reactor, factory, listen=options["listen"] or None, adopted=adopted, worker=worker)
+    if worker is not None:
+        from .workers import connect_control
+
+        connect_control(reactor, service.auth)
+    return service
+
+
+def _supervisor(options: Options, config: Any, reactor: Any) -> Any:
+    """``processes: N``: bind the listeners, run N workers."""
+    import os
+
+    from .workers import WorkerSupervisor, worker_command_line
+
+    twistd = getattr(options, "parent", None) or {}
+    command = worker_command_line(os.path.abspath(options["config"]), options["section"], dict(twistd))
+    return WorkerSupervisor(config, reactor, command, listen=options["listen"] or None)
 
 
 def _observer(options: Options, config: Any) -> Any:

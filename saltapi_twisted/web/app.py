@@ -8,6 +8,7 @@ headers, negotiates the output format, maps every failure to the
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from urllib.parse import parse_qs
@@ -25,7 +26,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import PathConverter
 
 from .. import __version__
-from ..auth import Authenticator, RateLimiter, compute_perms, token_from_request
+from ..auth import Authenticator, RateLimiter, compute_perms, token_digest, token_from_request
 from ..clients import FAILED_TO_AUTHENTICATE, ClientRunner, Entries
 from ..config import ApiConfig
 from ..cors import cors_headers, is_foreign, own_origin, preflight_headers
@@ -60,6 +61,8 @@ def _note_user(request: IRequest, name: Any) -> None:
     """Remember who made *request*, for the access log (control characters masked)."""
     if isinstance(name, str) and name:
         cast(Any, request).saltapi_user = _CONTROL_RE.sub("?", name[:256]).replace(" ", "?")
+
+
 _MID_BAD = re.compile(r"[/\\\x00-\x1f\x7f]")
 LOGIN_KEYS_MESSAGE = 'Require "username", "password", and "eauth" params'
 
@@ -188,12 +191,15 @@ class SaltAPI:
         self.hook_limiter = RateLimiter(config.webhook_rate_limit, 1.0)
         self.hub = EventHub(bus, clock, time.time, config.events_replay_buffer)
         auth.on_revoke(self.hub.revoked)
+        auth.on_revoke_digest(self._revoked_elsewhere)
         self.limits = Limits(
             max_chunks=config.max_chunks,
             max_tgt_length=config.max_tgt_length,
             token_length=config.master.token_length,
         )
         self.shutting_down = False
+        #: this worker's number with ``processes: N`` (set by the service), else None
+        self.worker: int | None = None
         #: the reactor-lag probe (set by the service)
         self.lag: Any = None
         #: the site serving this app (connection counters), once built.
@@ -488,6 +494,12 @@ class SaltAPI:
 
     # ------------------------------------------------------------------
     # /login, /logout, /token
+
+    def _revoked_elsewhere(self, digest: str) -> None:
+        """Another worker's ``/logout``: close the streams of that token here."""
+        for stream in list(self.hub.streams):
+            if stream.token is not None and token_digest(stream.token) == digest:
+                stream.close("token expired")
 
     def _client_ip(self, request: IRequest) -> str:
         return self.proxies.client_ip(request)
@@ -850,6 +862,8 @@ class SaltAPI:
             return {
                 "saltapi_twisted": {
                     "version": __version__,
+                    "pid": os.getpid(),
+                    "worker": self.worker,
                     "uptime": time.time() - self.stats.started,
                     "requests_by_status": {str(k): v for k, v in sorted(self.stats.requests.items())},
                     "logins": {"ok": self.stats.logins_ok, "failed": self.stats.logins_failed},

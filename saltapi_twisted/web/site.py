@@ -293,6 +293,7 @@ def build_site(service: Any, salt_version: str | None) -> tuple[ApiSite, Any]:
         firer=service.firer,
         salt_version=salt_version,
     )
+    api.worker = getattr(service, "worker", None)
     from .hosting import mount_hosting
 
     site = ApiSite(mount_hosting(api.resource(), service.config), service.config, reactor=service.reactor)

@@ -736,3 +736,23 @@ def test_reads_like_salt(tmp_path: Path) -> None:
 def test_implemented_clients_are_known() -> None:
     assert "ssh" not in IMPLEMENTED_CLIENTS
     assert set(HASH_HEX_LENGTH) == {"md5", "sha1", "sha224", "sha256", "sha384", "sha512"}
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", 1), ("4", 4), ("64", 64)])
+def test_processes_accepted(tmp_path: Path, value: str, expected: int) -> None:
+    assert load(tmp_path, {"master": GOOD + f"  processes: {value}\n"}).processes == expected
+
+
+@pytest.mark.parametrize("value", ["0", "65", "-1", "two", "1.5", "true"])
+def test_processes_refused(tmp_path: Path, value: str) -> None:
+    assert "processes" in load_error(tmp_path, {"master": GOOD + f"  processes: {value}\n"})
+
+
+@pytest.mark.parametrize("value", ["[10.0.0.0/8, '::1']", "10.0.0.5"])
+def test_trusted_proxies_accepted(tmp_path: Path, value: str) -> None:
+    assert load(tmp_path, {"master": GOOD + f"  trusted_proxies: {value}\n"}).trusted_proxies
+
+
+@pytest.mark.parametrize("value", ["[proxy.example]", "['10.0.0.0/33']", "{a: 1}"])
+def test_trusted_proxies_refused(tmp_path: Path, value: str) -> None:
+    assert "trusted_proxies" in load_error(tmp_path, {"master": GOOD + f"  trusted_proxies: {value}\n"})
