@@ -46,7 +46,7 @@ TO_SUPERVISOR_FD = 3
 FROM_SUPERVISOR_FD = 4
 FIRST_SOCKET_FD = 5
 #: Seconds a stopping worker gets before SIGKILL.
-STOP_GRACE = 20.0
+STOP_GRACE = 15.0
 #: Restart delays.
 RESTART_MIN, RESTART_MAX = 1.0, 30.0
 #: A worker that ran this long is healthy again (its next failure restarts it at once).
@@ -147,10 +147,7 @@ def bind_listener(description: str, default_backlog: int) -> tuple[socket.socket
             sock.bind(path)
             os.chmod(path, int(kwargs.get("mode", "666"), 8))
         elif kind == "systemd":
-            index = _int(kwargs.get("index", "0"), "index", description, 0, 1000)
-            count = int(os.environ.get("LISTEN_FDS", "0") or 0)
-            if os.environ.get("LISTEN_PID") != str(os.getpid()) or index >= count:
-                raise ConfigError(f"processes: cannot listen on {description!r}: systemd passed no socket {index}")
+            index = _systemd_index(description, kwargs)
             sock = socket.socket(fileno=3 + index)
             family_name = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}[sock.family]
             backlog = -1
@@ -165,6 +162,21 @@ def bind_listener(description: str, default_backlog: int) -> tuple[socket.socket
         raise ConfigError(f"cannot listen on {description!r}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock, family_name
+
+
+def _systemd_index(description: str, kwargs: dict[str, str]) -> int:
+    """Which of the sockets systemd passed (``index=`` or ``name=``, as ``FileDescriptorName=``)."""
+    passed = os.environ.get("LISTEN_PID") == str(os.getpid())
+    count = int(os.environ.get("LISTEN_FDS", "0") or 0) if passed else 0
+    if "name" in kwargs:
+        names = os.environ.get("LISTEN_FDNAMES", "").split(":") if passed else []
+        if kwargs["name"] not in names[:count]:
+            raise ConfigError(f"processes: cannot listen on {description!r}: systemd passed no socket named it")
+        return names.index(kwargs["name"])
+    index = _int(kwargs.get("index", "0"), "index", description, 0, 1000)
+    if index >= count:
+        raise ConfigError(f"processes: cannot listen on {description!r}: systemd passed no socket {index}")
+    return index
 
 
 # --------------------------------------------------------------------------

@@ -57,6 +57,16 @@ _JID_RE = re.compile(r"^[0-9]{20}(_[A-Za-z0-9]{1,32})?$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def _bearer_token(request: IRequest) -> str | None:
+    """``Authorization: Bearer <token>`` (accepted on ``/metrics`` only)."""
+    header = request.getHeader(b"authorization")
+    if header is None:
+        return None
+    text = header if isinstance(header, str) else header.decode("latin-1")
+    scheme, _sep, value = text.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
 def _note_user(request: IRequest, name: Any) -> None:
     """Remember who made *request*, for the access log (control characters masked)."""
     if isinstance(name, str) and name:
@@ -833,7 +843,9 @@ class SaltAPI:
             if not self.config.metrics:
                 raise ApiError("not_found", "Not found")
             if not self.config.metrics_disable_auth:
-                await self._require_token(request)
+                # Prometheus' ``authorization`` setting sends ``Authorization: Bearer <token>``
+                token = token_from_request(request) or _bearer_token(request)
+                _note_user(request, (await self.auth.validate(token)).get("name"))
             kinds: Counter[str] = Counter(getattr(s, "kind", "stream") for s in self.hub.streams)
             gauges = {
                 "connections": getattr(self.site, "open_connections", 0),

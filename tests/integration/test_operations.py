@@ -36,6 +36,10 @@ def test_metrics(api: Api, admin_token: str) -> None:
         assert family in text, family
     assert 'saltapi_http_requests_total{code="200",method="GET",route="/"}' in text
     assert admin_token not in text
+    # Prometheus' own ``authorization`` setting: a bearer token
+    assert api.get("/metrics", headers={"Authorization": f"Bearer {admin_token}"}).status_code == 200
+    for header in (f"Basic {admin_token}", "Bearer", "Bearer " + "0" * 64, admin_token):
+        assert api.get("/metrics", headers={"Authorization": header}).status_code == 401, header
 
 
 def test_socket_activation(salt_master: SaltSandbox, tmp_path: Path) -> None:

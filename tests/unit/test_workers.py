@@ -81,6 +81,49 @@ def test_bind_refusals(description: str, message: str) -> None:
         bind_listener(description, 16)
 
 
+def test_bind_systemd_socket_by_name_and_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    passed = socket.socket()
+    passed.bind(("127.0.0.1", 0))
+    passed.listen(4)
+    spare = os.dup(passed.fileno())
+    try:
+        # systemd's fds start at 3: pretend ours is there by putting it at 3 + index
+        target = 3 + 1
+        saved = os.dup(target) if _fd_open(target) else None
+        os.dup2(passed.fileno(), target)
+        try:
+            monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+            monkeypatch.setenv("LISTEN_FDS", "2")
+            monkeypatch.setenv("LISTEN_FDNAMES", "other:saltapi")
+            sock, family = bind_listener("systemd:domain=INET:name=saltapi", 16)
+            assert family == "inet" and sock.fileno() == target
+            sock.detach()
+            with pytest.raises(ConfigError, match="no socket named"):
+                bind_listener("systemd:domain=INET:name=missing", 16)
+            with pytest.raises(ConfigError, match="no socket 2"):
+                bind_listener("systemd:domain=INET:index=2", 16)
+            monkeypatch.setenv("LISTEN_PID", "1")
+            with pytest.raises(ConfigError, match="no socket named"):
+                bind_listener("systemd:domain=INET:name=saltapi", 16)
+        finally:
+            if saved is not None:
+                os.dup2(saved, target)
+                os.close(saved)
+            else:
+                os.close(target)
+    finally:
+        os.close(spare)
+        passed.close()
+
+
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 def test_bind_failure_is_a_config_error() -> None:
     taken, _family = bind_listener("tcp:port=0:interface=127.0.0.1", 16)
     try:
