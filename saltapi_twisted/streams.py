@@ -1,15 +1,23 @@
 """Fan-out of bus events to streams (SSE, websockets), bounded and in order.
 
 One :class:`EventHub` per process subscribes to the event bus once. Each
-event is numbered (its SSE ``id`` is ``<boot>-<seq>``), kept in a bounded
-replay ring, and offered to every open stream. Its encodings are computed
-once and shared by every stream (:class:`StreamEvent`).
+event is kept in a bounded replay ring and offered to every open stream. Its
+encodings are computed once and shared by every stream (:class:`StreamEvent`).
+Its SSE ``id`` is derived from its content (the first 20 hex digits of the
+SHA-256 of its JSON, whose ``_stamp`` has microseconds), so every process
+subscribed to the same master, a restarted one included, gives an event the
+same id and can replay after a ``Last-Event-ID`` another process handed out.
+
+The events of one read from the bus form a batch: the hub offers them to
+each stream together, and a stream writes the frames of those it takes as
+one write (SSE events and prepared websocket frames are self-delimiting).
 
 Each stream (:class:`BoundedStream`) writes at once while its transport
 accepts data and queues while the transport asks it to pause (Twisted's
-push-producer flow control). A stream whose queue passes its cap is closed
-with an explicit overflow notice: it never slows the others and never loses
-events silently.
+push-producer flow control). Its queue is counted in events (and bytes),
+however many writes carry them. A stream whose queue passes its cap is
+closed with an explicit overflow notice: it never slows the others and never
+loses events silently.
 
 Token expiry and revocation: every stream knows its token and its
 ``expire``; the hub closes a stream within a second of either.
@@ -18,11 +26,11 @@ Token expiry and revocation: every stream knows its token and its
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import re
-import secrets
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet import task
@@ -34,25 +42,27 @@ from .negotiation import to_plain
 
 #: The most bytes a stream may queue, whatever its event cap.
 MAX_QUEUED_BYTES = 8 * 1024 * 1024
+#: Hex digits in an event id.
+EVENT_ID_LENGTH = 20
+_EVENT_ID = re.compile(rf"[0-9a-f]{{{EVENT_ID_LENGTH}}}")
 _TAG_UNSAFE = re.compile(r"[\r\n\x00]")
 
 
 class StreamEvent:
-    """One bus event, numbered, with its encodings computed once.
+    """One bus event, numbered, with its id and encodings computed once.
 
-    :param seq: its number in this process.
+    :param seq: its number in this process (ordering only; never sent).
     :param tag: the event tag.
     :param data: the event data.
-    :param boot: this process's boot id.
     """
 
-    __slots__ = ("seq", "tag", "data", "boot", "_json", "_sse", "_frames")
+    __slots__ = ("seq", "tag", "data", "_id", "_json", "_sse", "_frames")
 
-    def __init__(self, seq: int, tag: str, data: dict[str, Any], boot: str) -> None:
+    def __init__(self, seq: int, tag: str, data: dict[str, Any]) -> None:
         self.seq = seq
         self.tag = tag
         self.data = data
-        self.boot = boot
+        self._id: str | None = None
         self._json: str | None = None
         self._sse: dict[bool, bytes] = {}
         self._frames: dict[Any, bytes] | None = None
@@ -69,8 +79,10 @@ class StreamEvent:
 
     @property
     def event_id(self) -> str:
-        """``<boot>-<seq>``."""
-        return f"{self.boot}-{self.seq}"
+        """The first 20 hex digits of the SHA-256 of :attr:`json` (UTF-8): the same in every process."""
+        if self._id is None:
+            self._id = hashlib.sha256(self.json.encode("utf-8")).hexdigest()[:EVENT_ID_LENGTH]
+        return self._id
 
     @property
     def json(self) -> str:
@@ -149,7 +161,9 @@ class BoundedStream:
         self.closed = False
         self.keepalive = 0.0
         self.last_write = hub.clock.seconds()
-        self._queue: deque[bytes] = deque()
+        #: queued writes, each with the number of events it carries
+        self._queue: deque[tuple[bytes, int]] = deque()
+        self._queued_events = 0
         self._queued_bytes = 0
 
     # subclass hooks ------------------------------------------------------
@@ -157,6 +171,14 @@ class BoundedStream:
     def encode(self, event: StreamEvent) -> bytes | None:
         """The bytes this stream writes for *event* (None: skip it)."""
         raise NotImplementedError
+
+    def batch_key(self) -> Hashable | None:
+        """A key shared by the streams whose :meth:`encode` gives the same bytes for any event.
+
+        Unfiltered streams with the same key share one joined write per
+        batch. None (the default): this stream joins its own.
+        """
+        return None
 
     def write(self, data: bytes) -> None:
         """Write to the client."""
@@ -176,23 +198,57 @@ class BoundedStream:
 
     def offer(self, event: StreamEvent) -> None:
         """Deliver *event* (or queue it while paused)."""
+        self.offer_batch((event,))
+
+    def offer_batch(
+        self, events: Sequence[StreamEvent], shared: dict[Hashable, tuple[bytes, int]] | None = None
+    ) -> None:
+        """Deliver the *events* this stream takes as one write (or queue them while paused).
+
+        :param shared: the joined writes of this batch by :meth:`batch_key`,
+            filled and reused by the unfiltered streams of each key.
+        """
         if self.closed or not self.started:
             return
-        if self.matcher is not None and not self.matcher(event.tag):
-            return
-        data = self.encode(event)
-        if data is None:
-            return
-        self.deliver(data)
+        key = self.batch_key() if self.matcher is None else None
+        if shared is None or key is None:
+            data, count = self._join(events)
+        else:
+            entry = shared.get(key)
+            if entry is None:
+                entry = shared[key] = self._join(events)
+            data, count = entry
+        if count:
+            self.deliver(data, count)
 
-    def deliver(self, data: bytes) -> None:
-        """Write *data* now, or queue it while the client is not reading (overflow closes)."""
+    def _join(self, events: Sequence[StreamEvent]) -> tuple[bytes, int]:
+        """The frames of the *events* this stream takes, joined, and how many they are."""
+        matcher = self.matcher
+        encode = self.encode
+        frames: list[bytes] = []
+        for event in events:
+            if matcher is not None and not matcher(event.tag):
+                continue
+            data = encode(event)
+            if data is not None:
+                frames.append(data)
+        if len(frames) == 1:
+            return frames[0], 1
+        return b"".join(frames), len(frames)
+
+    def deliver(self, data: bytes, events: int = 1) -> None:
+        """Write *data* (carrying *events* events) now, or queue it while the client is not reading.
+
+        The queue is capped at ``queue_max`` events and :data:`MAX_QUEUED_BYTES`;
+        past either the stream is closed with an overflow notice.
+        """
         if self.closed:
             return
         if self.paused or self._queue:
-            self._queue.append(data)
+            self._queue.append((data, events))
+            self._queued_events += events
             self._queued_bytes += len(data)
-            if len(self._queue) > self.queue_max or self._queued_bytes > MAX_QUEUED_BYTES:
+            if self._queued_events > self.queue_max or self._queued_bytes > MAX_QUEUED_BYTES:
                 self.hub.dropped += 1
                 self.close("overflow")
             return
@@ -204,7 +260,8 @@ class BoundedStream:
     def resumeProducing(self) -> None:  # noqa: N802 - IPushProducer
         self.paused = False
         while self._queue and not self.paused and not self.closed:
-            data = self._queue.popleft()
+            data, events = self._queue.popleft()
+            self._queued_events -= events
             self._queued_bytes -= len(data)
             self.write(data)
 
@@ -214,8 +271,8 @@ class BoundedStream:
     def start(self, replay: list[StreamEvent] | None = None) -> None:
         """Begin delivery (after any replayed events)."""
         self.started = True
-        for event in replay or ():
-            self.offer(event)
+        if replay:
+            self.offer_batch(replay)
 
     def close(self, reason: str) -> None:
         """End the stream with *reason* and release everything."""
@@ -223,6 +280,7 @@ class BoundedStream:
             return
         self.closed = True
         self._queue.clear()
+        self._queued_events = 0
         self._queued_bytes = 0
         self.hub.unregister(self)
         try:
@@ -236,6 +294,7 @@ class BoundedStream:
             return
         self.closed = True
         self._queue.clear()
+        self._queued_events = 0
         self._queued_bytes = 0
         self.hub.unregister(self)
 
@@ -247,6 +306,12 @@ class EventHub:
     :param clock: time source.
     :param now: wall-clock time (token expiry).
     :param replay_size: events kept for ``Last-Event-ID`` (0: no ids, no replay).
+
+    The events of one bus batch (one read; see :meth:`EventBus.on_batch_end`)
+    are held until the batch ends, then go into the replay ring and to each
+    stream together (:meth:`BoundedStream.offer_batch`: one write per stream).
+    An event dispatched outside a batch is delivered at once. A bus without
+    batches (no ``on_batch_end``) gets every event delivered at once.
     """
 
     _log = Logger()
@@ -255,14 +320,17 @@ class EventHub:
         self.bus = bus
         self.clock = clock
         self.now = now
-        self.boot = secrets.token_hex(8)
         self.seq = 0
         self.replay: deque[StreamEvent] = deque(maxlen=max(replay_size, 1))
         self.replay_enabled = replay_size > 0
         self.streams: set[BoundedStream] = set()
         self.dropped = 0
         self.unsafe_tags = 0
+        self._pending: list[StreamEvent] = []
         self._unsubscribe = bus.subscribe(self._on_event, self._on_state)
+        on_batch_end = getattr(bus, "on_batch_end", None)
+        self._batched = on_batch_end is not None
+        self._unwatch_batches: Callable[[], None] | None = on_batch_end(self._flush) if on_batch_end else None
         self._expiry = task.LoopingCall(self._tick)
         self._expiry.clock = clock
         self._was_up = bus.connected
@@ -277,6 +345,10 @@ class EventHub:
         if self._expiry.running:
             self._expiry.stop()
         self._unsubscribe()
+        if self._unwatch_batches is not None:
+            self._unwatch_batches()
+            self._unwatch_batches = None
+        self._flush()
 
     # --------------------------------------------------------------------
 
@@ -289,12 +361,25 @@ class EventHub:
                 )
             return
         self.seq += 1
-        event = StreamEvent(self.seq, tag, data, self.boot)
+        event = StreamEvent(self.seq, tag, data)
+        if self._batched and self.bus.in_batch:
+            self._pending.append(event)
+            return
+        self._deliver([event])
+
+    def _flush(self) -> None:
+        """The bus batch ended: deliver the events it brought."""
+        if self._pending:
+            events, self._pending = self._pending, []
+            self._deliver(events)
+
+    def _deliver(self, events: list[StreamEvent]) -> None:
         if self.replay_enabled:
-            self.replay.append(event)
+            self.replay.extend(events)
+        shared: dict[Hashable, tuple[bytes, int]] = {}
         for stream in list(self.streams):
             try:
-                stream.offer(event)
+                stream.offer_batch(events, shared)
             except Exception:  # noqa: BLE001 - one broken stream must not stop the others
                 self._log.failure("stream failed; closing it")
                 stream.release()
@@ -336,20 +421,20 @@ class EventHub:
         self.streams.discard(stream)
 
     def events_after(self, last_event_id: str | None) -> list[StreamEvent] | None:
-        """The buffered events after *last_event_id*; None when that id cannot be replayed."""
-        if not self.replay_enabled or not last_event_id or len(last_event_id) > 64:
+        """The buffered events after the last one whose id is *last_event_id*.
+
+        ``[]`` when it is the newest event; None when the id cannot be
+        replayed: replay off, not 20 lowercase hex digits, or no such event
+        in the ring (too old, or never seen). Ids are content-derived, so an
+        id handed out by another process on the same master works here too.
+        """
+        if not self.replay_enabled or last_event_id is None or _EVENT_ID.fullmatch(last_event_id) is None:
             return None
-        boot, _sep, seq_text = last_event_id.partition("-")
-        if boot != self.boot or not (seq_text.isascii() and seq_text.isdigit()):
-            return None
-        seq = int(seq_text)
-        if seq > self.seq:
-            return None
-        if seq == self.seq:
-            return []
-        if not self.replay or self.replay[0].seq > seq + 1:
-            return None
-        return [event for event in self.replay if event.seq > seq]
+        replay = self.replay
+        for back, event in enumerate(reversed(replay)):
+            if event.event_id == last_event_id:
+                return list(replay)[len(replay) - back :]
+        return None
 
     def close_all(self, reason: str) -> None:
         """End every stream (shutdown)."""

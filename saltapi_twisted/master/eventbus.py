@@ -12,7 +12,10 @@ credentials where the master repeats them (failed publishes), then handed to:
 * stream subscribers (SSE, websockets), each with its own bounded queue on
   their side: dispatch never waits for a subscriber.
 
-Subscribers are told about connection gaps through ``on_state``.
+Subscribers are told about connection gaps through ``on_state``. The events
+of one read from the socket are dispatched as one batch (:attr:`EventBus.in_batch`
+is true while they are); :meth:`EventBus.on_batch_end` callbacks run after
+its last event, so a subscriber may buffer a batch and hand it on at once.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .framing import BusDecoder, FramingError
 Event = tuple[str, dict[str, Any]]
 EventCallback = Callable[[str, dict[str, Any]], None]
 StateCallback = Callable[[bool], None]
+BatchCallback = Callable[[], None]
 
 _JOB_TAG = re.compile(r"^(?:salt|syndic)/job/([^/]+)/")
 _JOB_RET_TAG = re.compile(r"^(?:salt|syndic)/job/([^/]+)/ret/(.+)$")
@@ -133,8 +137,14 @@ class _BusProtocol(Protocol):
             self.bus.bad_frames += self.decoder.bad_frames - self._bad_seen
             self._bad_seen = self.decoder.bad_frames
             self._log.warn("skipped {count} undecodable event frame(s)", count=self.bus.bad_frames)
-        for tag, data_ in events:
-            self.bus.dispatch(tag, data_)
+        if not events:
+            return
+        self.bus.begin_batch()
+        try:
+            for tag, data_ in events:
+                self.bus.dispatch(tag, data_)
+        finally:
+            self.bus.end_batch()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted hook
         self.bus._disconnected(self)
@@ -160,6 +170,8 @@ class EventBus:
         self._jid_waiters: dict[str, set[EventCallback]] = {}
         self._subscribers: dict[int, EventCallback] = {}
         self._state_listeners: dict[int, StateCallback] = {}
+        self._batch_listeners: dict[int, BatchCallback] = {}
+        self._batch_depth = 0
         self._next_id = 0
         self.protocol: _BusProtocol | None = None
         self.connected_since: float | None = None
@@ -252,6 +264,40 @@ class EventBus:
                 subscriber(tag, data)
             except Exception:  # noqa: BLE001
                 self._log.failure("event subscriber failed")
+
+    @property
+    def in_batch(self) -> bool:
+        """Whether the events being dispatched belong to a batch (one read) not yet ended."""
+        return self._batch_depth > 0
+
+    def begin_batch(self) -> None:
+        """Open a batch: the events dispatched until :meth:`end_batch` came in one read."""
+        self._batch_depth += 1
+
+    def end_batch(self) -> None:
+        """Close the batch; when the outermost one ends, run the batch-end callbacks."""
+        self._batch_depth = max(self._batch_depth - 1, 0)
+        if self._batch_depth:
+            return
+        for listener in list(self._batch_listeners.values()):
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - one listener must not stop the others
+                self._log.failure("event bus batch listener failed")
+
+    def on_batch_end(self, callback: BatchCallback) -> Callable[[], None]:
+        """Call *callback* after the last event of every batch.
+
+        :returns: a function that stops the calls.
+        """
+        key = self._next_id
+        self._next_id += 1
+        self._batch_listeners[key] = callback
+
+        def stop() -> None:
+            self._batch_listeners.pop(key, None)
+
+        return stop
 
     def watch_jid(self, jid: str, callback: EventCallback) -> Callable[[], None]:
         """Call *callback* for every event of *jid*, recorded returns first.

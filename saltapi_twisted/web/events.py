@@ -5,16 +5,24 @@ Wire format (rest_tornado compatible, plus ``id:`` and comments)::
     retry: 400\\n\\n                       once, first
     tag: <event tag>\\n                  per event
     data: {"data": <event data>, "tag": <event tag>}\\n
-    id: <boot>-<seq>\\n                  when events_replay_buffer > 0
+    id: <20 hex digits>\\n               when events_replay_buffer > 0
     \\n
     : keepalive\\n\\n                      after events_keepalive s of silence
     : replay-unavailable\\n\\n             Last-Event-ID could not be honoured
     : bus-reconnected\\n\\n                the master's bus came back
     : token expired\\n\\n / : overflow\\n\\n / : shutdown\\n\\n   then the response ends
+
+The ``id`` is derived from the event's content (the first 20 hex digits of
+the SHA-256 of its ``data:`` JSON), so every API process on the same master
+gives an event the same id: a client may reconnect to another process (or a
+restarted one) with ``Last-Event-ID`` and get what it missed, as far as that
+process's replay ring reaches. The events of one bus read are written in one
+write.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -45,6 +53,9 @@ class SSEStream(BoundedStream):
 
     def encode(self, event: StreamEvent) -> bytes | None:
         return event.sse(self.with_id)
+
+    def batch_key(self) -> Hashable | None:
+        return ("sse", self.with_id)
 
     def write(self, data: bytes) -> None:
         self.last_write = self.hub.clock.seconds()

@@ -32,10 +32,16 @@ the hub and registered as the transport's push producer: a client that stops
 reading is queued for up to ``events_queue_max`` events, then closed 1013
 ``overflow``. Token expiry or logout closes 1008 ``token expired``, shutdown
 1001, a failed start of a formatted stream 1008 with the reason.
+
+``/all_events`` and ``/ws`` frames are prepared once per event and shared;
+the frames of the events of one bus read go out in one write (the same
+joined bytes for every unfiltered stream of a kind). Formatted streams send
+one message per change, as without batches.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -376,6 +382,9 @@ class EventStream(WebsocketStream):
             self._log.warn("dropped an event that cannot be encoded as JSON ({tag!r})", tag=event.tag[:200])
             return None
 
+    def batch_key(self) -> Hashable | None:
+        return ("websocket", self.prefix)
+
     def _frame(self, event: StreamEvent) -> bytes:
         text = f"data: {event.json}\n\n" if self.prefix else event.json
         # Server frames are unmasked and never compressed: the same bytes suit every client.
@@ -402,6 +411,13 @@ class FormattedStream(WebsocketStream):
 
     def encode(self, event: StreamEvent) -> bytes | None:  # pragma: no cover - offer() is overridden
         return None
+
+    def offer_batch(
+        self, events: Sequence[StreamEvent], shared: dict[Hashable, tuple[bytes, int]] | None = None
+    ) -> None:
+        """Each event of a batch on its own: every change is its own message, as before batches."""
+        for event in events:
+            self.offer(event)
 
     def offer(self, event: StreamEvent) -> None:
         if self.closed or not self.started:

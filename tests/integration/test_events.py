@@ -86,6 +86,53 @@ def test_last_event_id_replays_exactly_the_missed_events(api: Api, admin_token: 
     asyncio.run(main())
 
 
+def test_last_event_id_from_one_process_is_replayed_by_another(
+    api: Api, admin_token: str, salt_master: SaltSandbox, tmp_path: Path
+) -> None:
+    """Ids come from the events' content: a second API on the same master knows them too."""
+    second = ApiProcess(tmp_path, salt_master, {"disable_ssl": True}, name="api-second")
+    second.start()
+    prefix = f"test/replay2/{uuid.uuid4().hex}"
+
+    async def main() -> None:
+        first = SSEClient(port_of(api), admin_token, path=f"/events?tag={prefix}/")
+        await first.connect()
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, fire_events, salt_master, prefix + "/a", 5)
+        await loop.run_in_executor(None, fire_events, salt_master, prefix + "/b", 4)
+        assert await first.read_until(lambda c: len(c.messages) >= 9, 20)
+        first.close()
+        ids = [m.id for m in first.messages]
+        assert all(ids) and len(set(ids)) == 9
+        expected = [f"{prefix}/a/{n}" for n in (3, 4)] + [f"{prefix}/b/{n}" for n in range(4)]
+        # the client had read up to a/2 on the first process, then reconnects to the second
+        again = SSEClient(
+            int(second.block["port"]), admin_token, path=f"/events?tag={prefix}/", headers={"Last-Event-ID": ids[2]}
+        )
+        await again.connect()
+        assert again.status == 200
+        assert await again.read_until(lambda c: len(c.messages) >= len(expected), 20)
+        assert not await again.read_until(lambda c: len(c.messages) > len(expected), 1.0)
+        assert [m.tag for m in again.messages] == expected
+        assert [m.id for m in again.messages] == ids[3:]
+        assert "replay-unavailable" not in again.comments
+        again.close()
+        # the newest id: nothing to replay, and no complaint
+        newest = SSEClient(
+            int(second.block["port"]), admin_token, path=f"/events?tag={prefix}/", headers={"Last-Event-ID": ids[-1]}
+        )
+        await newest.connect()
+        assert newest.status == 200
+        assert not await newest.read_until(lambda c: c.messages or "replay-unavailable" in c.comments, 1.5)
+        newest.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        second.stop()
+
+
 def test_job_events_and_tag_filter(api: Api, admin_token: str) -> None:
     async def main() -> None:
         everything = SSEClient(port_of(api), admin_token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -26,11 +27,13 @@ TOKEN_B = "b" * 64
 
 
 class FakeBus:
-    """``subscribe(callback, on_state)`` and ``connected``."""
+    """``subscribe(callback, on_state)``, ``connected`` and batches (``in_batch``, ``on_batch_end``)."""
 
     def __init__(self, connected: bool = True) -> None:
         self.connected = connected
         self.subscribers: list[tuple[Callable[..., None], Callable[[bool], None] | None]] = []
+        self.batch_listeners: list[Callable[[], None]] = []
+        self.in_batch = False
 
     def subscribe(
         self, callback: Callable[..., None], on_state: Callable[[bool], None] | None = None
@@ -39,9 +42,24 @@ class FakeBus:
         self.subscribers.append(entry)
         return lambda: self.subscribers.remove(entry)
 
+    def on_batch_end(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self.batch_listeners.append(callback)
+        return lambda: self.batch_listeners.remove(callback)
+
     def fire(self, tag: str, data: dict[str, Any] | None = None) -> None:
         for callback, _state in list(self.subscribers):
             callback(tag, {} if data is None else data)
+
+    def fire_batch(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """The events of one read, as ``_BusProtocol.dataReceived`` dispatches them."""
+        self.in_batch = True
+        try:
+            for tag, data in events:
+                self.fire(tag, data)
+        finally:
+            self.in_batch = False
+            for listener in list(self.batch_listeners):
+                listener()
 
     def state(self, up: bool) -> None:
         self.connected = up
@@ -53,7 +71,8 @@ class FakeBus:
 class RecordingStream(BoundedStream):
     """Writes SSE frames to a list, as :class:`SSEStream` does to a request."""
 
-    def __init__(self, hub: EventHub, with_id: bool = True, **kwargs: Any) -> None:
+    def __init__(self, hub: EventHub, with_id: bool = True, key: Any = None, **kwargs: Any) -> None:
+        self.key = key
         kwargs.setdefault("token", TOKEN_A)
         kwargs.setdefault("expire", None)
         kwargs.setdefault("queue_max", 10)
@@ -66,6 +85,9 @@ class RecordingStream(BoundedStream):
 
     def encode(self, event: StreamEvent) -> bytes | None:
         return event.sse(self.with_id)
+
+    def batch_key(self) -> Any:
+        return None if self.key is None else (self.key, self.with_id)
 
     def write(self, data: bytes) -> None:
         self.last_write = self.hub.clock.seconds()
@@ -81,7 +103,10 @@ class RecordingStream(BoundedStream):
         self.gaps += 1
 
     def tags(self) -> list[str]:
-        return [parse_sse(frame)[0]["tag"] for frame in self.written]
+        return [event["tag"] for frame in self.written for event in parse_sse(frame)]
+
+    def ids(self) -> list[str]:
+        return [event["id"] for frame in self.written for event in parse_sse(frame)]
 
 
 def make_hub(replay_size: int = 1000, connected: bool = True) -> tuple[EventHub, FakeBus, task.Clock]:
@@ -130,63 +155,116 @@ def parse_sse(payload: bytes) -> list[dict[str, str]]:
 
 
 # ----------------------------------------------------------------------------
-# numbering and replay
+# content-derived ids and replay
 
 
-def test_events_are_numbered_in_order() -> None:
+def sha_id(event: StreamEvent) -> str:
+    return hashlib.sha256(event.json.encode("utf-8")).hexdigest()[:20]
+
+
+def fire_n(bus: FakeBus, n: int, prefix: str = "t") -> None:
+    for k in range(n):
+        bus.fire(f"{prefix}/{k}", {"n": k, "_stamp": f"2026-01-01T00:00:00.{k:06d}"})
+
+
+def test_ids_are_derived_from_the_content() -> None:
     hub, bus, _clock = make_hub()
     stream = open_stream(hub)
-    for n in range(3):
-        bus.fire(f"t/{n}", {"n": n})
+    fire_n(bus, 3)
     assert hub.seq == 3
     events = [parse_sse(frame)[0] for frame in stream.written]
-    assert [e["id"] for e in events] == [f"{hub.boot}-1", f"{hub.boot}-2", f"{hub.boot}-3"]
-    assert [json.loads(e["data"]) for e in events] == [{"data": {"n": n}, "tag": f"t/{n}"} for n in range(3)]
-    assert re.fullmatch(r"[0-9a-f]{16}", hub.boot)
+    assert [e["id"] for e in events] == [sha_id(e) for e in hub.replay]
+    assert all(re.fullmatch(r"[0-9a-f]{20}", e["id"]) for e in events)
+    assert len({e["id"] for e in events}) == 3
+    assert [json.loads(e["data"]) for e in events] == [
+        {"data": {"n": n, "_stamp": f"2026-01-01T00:00:00.{n:06d}"}, "tag": f"t/{n}"} for n in range(3)
+    ]
 
 
-def test_boot_ids_differ_between_hubs() -> None:
-    assert make_hub()[0].boot != make_hub()[0].boot
+def test_id_is_the_sha256_of_the_data_line() -> None:
+    event = StreamEvent(1, "salt/job/1/new", {"_stamp": "2026-01-01T00:00:00.000001", "x": "\u00e9"})
+    [parsed] = parse_sse(event.sse(True))
+    assert parsed["id"] == hashlib.sha256(parsed["data"].encode("utf-8")).hexdigest()[:20]
+    assert event.event_id is event.event_id  # computed once
+    # neither the number nor the process matters; the content does
+    assert StreamEvent(99, event.tag, dict(event.data)).event_id == event.event_id
+    assert StreamEvent(1, event.tag, {**event.data, "_stamp": "2026-01-01T00:00:00.000002"}).event_id != event.event_id
+    assert StreamEvent(1, "salt/job/2/new", event.data).event_id != event.event_id
+
+
+def test_two_workers_give_the_same_ids_and_replay_each_others() -> None:
+    """Two hubs (two worker processes) fed the same events in the same order."""
+    hub_a, bus_a, _ = make_hub()
+    hub_b, bus_b, _ = make_hub()
+    stream_a = open_stream(hub_a)
+    stream_b = open_stream(hub_b)
+    events = [(f"w/{k}", {"k": k, "_stamp": f"2026-01-01T00:00:{k:02d}.123456"}) for k in range(12)]
+    bus_a.fire_batch(events[:5])
+    bus_a.fire_batch(events[5:])
+    for tag, data in events:  # the other worker reads the bus in other chunks
+        bus_b.fire(tag, data)
+    assert stream_a.ids() == stream_b.ids()
+    assert stream_a.written != [] and len(stream_a.ids()) == 12
+    last_seen_on_a = stream_a.ids()[6]
+    replayed = hub_b.events_after(last_seen_on_a)
+    assert replayed is not None
+    assert [e.tag for e in replayed] == [f"w/{k}" for k in range(7, 12)]
+    assert [e.event_id for e in replayed] == stream_a.ids()[7:]
+    # and the other way round
+    assert [e.tag for e in hub_a.events_after(stream_b.ids()[0]) or []] == [f"w/{k}" for k in range(1, 12)]
+    assert hub_b.events_after(stream_a.ids()[-1]) == []
 
 
 def test_replay_ring_is_bounded() -> None:
     hub, bus, _clock = make_hub(replay_size=3)
-    for n in range(5):
-        bus.fire(f"t/{n}")
+    fire_n(bus, 5)
     assert [e.seq for e in hub.replay] == [3, 4, 5]
 
 
 def test_events_after_valid_id() -> None:
     hub, bus, _clock = make_hub()
-    for n in range(5):
-        bus.fire(f"t/{n}")
-    assert [e.seq for e in hub.events_after(f"{hub.boot}-2") or []] == [3, 4, 5]
-    assert [e.seq for e in hub.events_after(f"{hub.boot}-0") or []] == [1, 2, 3, 4, 5]
+    fire_n(bus, 5)
+    ids = [e.event_id for e in hub.replay]
+    assert [e.seq for e in hub.events_after(ids[1]) or []] == [3, 4, 5]
+    assert [e.seq for e in hub.events_after(ids[0]) or []] == [2, 3, 4, 5]
 
 
-def test_events_after_the_last_seq_is_empty() -> None:
+def test_events_after_the_newest_is_empty() -> None:
     hub, bus, _clock = make_hub()
-    for n in range(3):
-        bus.fire(f"t/{n}")
-    assert hub.events_after(f"{hub.boot}-3") == []
+    fire_n(bus, 3)
+    assert hub.events_after(hub.replay[-1].event_id) == []
+
+
+def test_events_after_the_last_event_with_that_id() -> None:
+    """Two events with the same content have the same id: replay from the newest of them."""
+    hub, bus, _clock = make_hub()
+    bus.fire("dup", {"_stamp": "s"})
+    bus.fire("t/1", {"_stamp": "s"})
+    bus.fire("dup", {"_stamp": "s"})
+    bus.fire("t/2", {"_stamp": "s"})
+    dup = hub.replay[0].event_id
+    assert hub.replay[2].event_id == dup
+    assert [e.tag for e in hub.events_after(dup) or []] == ["t/2"]
 
 
 def test_events_after_on_the_ring_edge() -> None:
     hub, bus, _clock = make_hub(replay_size=3)
-    for n in range(5):
-        bus.fire(f"t/{n}")
-    # 3..5 are buffered: after 2 is complete, after 1 would miss 2
-    assert [e.seq for e in hub.events_after(f"{hub.boot}-2") or []] == [3, 4, 5]
-    assert hub.events_after(f"{hub.boot}-1") is None
+    fire_n(bus, 2)
+    gone = [e.event_id for e in hub.replay]
+    fire_n(bus, 3, prefix="u")
+    # only u/0..u/2 are kept: an id that left the ring cannot be replayed
+    assert hub.events_after(gone[1]) is None
+    assert hub.events_after(gone[0]) is None
+    assert [e.tag for e in hub.events_after(hub.replay[0].event_id) or []] == ["u/1", "u/2"]
 
 
 def test_replay_through_start() -> None:
     hub, bus, _clock = make_hub()
-    for n in range(4):
-        bus.fire(f"t/{n}")
+    fire_n(bus, 4)
     stream = RecordingStream(hub)
     hub.register(stream)
-    stream.start(hub.events_after(f"{hub.boot}-2"))
+    stream.start(hub.events_after(hub.replay[1].event_id))
+    assert len(stream.written) == 1  # the replay is one write
     bus.fire("t/live")
     assert stream.tags() == ["t/2", "t/3", "t/live"]
 
@@ -196,53 +274,232 @@ def test_replay_through_start() -> None:
     [
         None,
         "",
-        "0123456789abcdef-1",  # foreign boot
-        "{boot}",
-        "{boot}-",
-        "{boot}--1",
-        "{boot}-x",
-        "{boot}-1.0",
-        "{boot}- 1",
-        "{boot}-+1",
-        "{boot}-99",  # from the future
-        "{boot}-\u00b2",  # superscript two: str.isdigit() says yes, int() says no
-        "{boot}-\u0661",  # ARABIC-INDIC DIGIT ONE
-        "{boot}-\uff11",  # FULLWIDTH DIGIT ONE
-        "{boot}-" + "1" * 60,  # over 64 characters
+        "{id}\n",
+        " {id}",
+        "{id}0",  # 21 characters
+        "{id_short}",  # 19
+        "{ID}",  # uppercase hex is not ours
+        "0123456789abcdef0123",  # well-formed, never seen
+        "0123456789abcdef-1",  # the old <boot>-<seq> format
+        "g123456789abcdef0123",
+        "0123456789abcdef012\u0661",
+        "\uff10123456789abcdef012",
         "x" * 65,
+        "a" * 10240,
+        "../../x",
     ],
 )
 def test_events_after_refuses(last_id: str | None) -> None:
     hub, bus, _clock = make_hub()
-    for n in range(5):
-        bus.fire(f"t/{n}")
-    value = None if last_id is None else last_id.replace("{boot}", hub.boot)
+    fire_n(bus, 5)
+    newest = hub.replay[-1].event_id
+    assert hub.events_after(newest) == []
+    value = None
+    if last_id is not None:
+        value = last_id.replace("{id}", newest).replace("{id_short}", newest[:19]).replace("{ID}", newest.upper())
+    if value == newest.upper() and value == newest:  # all digits: cannot be made uppercase
+        pytest.skip("the id has no letter")
     assert hub.events_after(value) is None
-
-
-def test_events_after_too_old() -> None:
-    hub, bus, _clock = make_hub(replay_size=2)
-    for n in range(10):
-        bus.fire(f"t/{n}")
-    assert hub.events_after(f"{hub.boot}-3") is None
-    assert [e.seq for e in hub.events_after(f"{hub.boot}-8") or []] == [9, 10]
-
-
-def test_events_after_id_of_64_characters_is_read() -> None:
-    hub, bus, _clock = make_hub()
-    bus.fire("t/1")
-    padded = f"{hub.boot}-{'0' * (64 - len(hub.boot) - 2)}1"
-    assert len(padded) == 64
-    assert hub.events_after(padded) == []
 
 
 def test_replay_disabled() -> None:
     hub, bus, _clock = make_hub(replay_size=0)
     stream = open_stream(hub, with_id=False)
     bus.fire("t/1")
-    assert hub.events_after(f"{hub.boot}-0") is None
-    assert hub.events_after(f"{hub.boot}-1") is None
+    event_id = StreamEvent(1, "t/1", {}).event_id
+    assert hub.events_after(event_id) is None
     assert "id" not in parse_sse(stream.written[0])[0]
+
+
+# ----------------------------------------------------------------------------
+# batches: the events of one bus read, one write per stream
+
+
+def batch(prefix: str, n: int, start: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"{prefix}/{k}", {"n": k}) for k in range(start, start + n)]
+
+
+def test_a_batch_is_one_write_per_stream() -> None:
+    hub, bus, _clock = make_hub()
+    first, second = open_stream(hub), open_stream(hub, token=TOKEN_B)
+    bus.fire_batch(batch("t", 300))
+    assert len(first.written) == 1 and len(second.written) == 1
+    assert first.written[0] == second.written[0]
+    assert first.tags() == [f"t/{k}" for k in range(300)]
+    assert first.written[0] == b"".join(e.sse(True) for e in hub.replay)
+    bus.fire_batch(batch("t", 2, start=300))
+    assert len(first.written) == 2
+    assert first.tags() == [f"t/{k}" for k in range(302)]
+
+
+def test_events_wait_for_the_end_of_their_batch() -> None:
+    hub, bus, _clock = make_hub()
+    stream = open_stream(hub)
+    seen: list[int] = []
+
+    def subscriber(tag: str, data: dict[str, Any]) -> None:
+        seen.append(len(stream.written))
+
+    bus.subscribe(subscriber)
+    bus.fire_batch(batch("t", 3))
+    assert seen == [0, 0, 0]  # nothing written while the batch was open
+    assert stream.tags() == ["t/0", "t/1", "t/2"]
+    assert [e.tag for e in hub.replay] == ["t/0", "t/1", "t/2"]
+
+
+def test_an_event_outside_a_batch_is_delivered_at_once() -> None:
+    hub, bus, _clock = make_hub()
+    stream = open_stream(hub)
+    bus.fire("t/0")
+    assert stream.tags() == ["t/0"]
+    bus.fire_batch([])
+    assert len(stream.written) == 1
+
+
+def test_a_batch_is_filtered_per_stream() -> None:
+    hub, bus, _clock = make_hub()
+    jobs = open_stream(hub, matcher=tag_matcher(["salt/job/"]))
+    nothing = open_stream(hub, matcher=tag_matcher(["nope/"]))
+    everything = open_stream(hub)
+    bus.fire_batch([("salt/auth", {}), ("salt/job/1/new", {}), ("salt/key", {}), ("salt/job/1/ret/m", {})])
+    assert jobs.tags() == ["salt/job/1/new", "salt/job/1/ret/m"] and len(jobs.written) == 1
+    assert nothing.written == []
+    assert len(everything.tags()) == 4 and len(everything.written) == 1
+
+
+def test_a_batch_of_one_matching_event_is_written_as_it_is() -> None:
+    hub, bus, _clock = make_hub()
+    stream = open_stream(hub, matcher=tag_matcher(["b"]))
+    bus.fire_batch([("a", {}), ("b", {}), ("c", {})])
+    assert stream.written == [hub.replay[1].sse(True)]
+    assert stream.written[0] is hub.replay[1].sse(True)
+
+
+def test_queued_batches_count_events_against_queue_max() -> None:
+    hub, bus, _clock = make_hub()
+    stream = open_stream(hub, queue_max=10)
+    stream.pauseProducing()
+    bus.fire_batch(batch("t", 4))
+    bus.fire_batch(batch("t", 6, start=4))
+    assert not stream.closed  # 10 events queued in 2 writes: at the cap, not past it
+    assert stream._queued_events == 10
+    stream.resumeProducing()
+    assert stream.tags() == [f"t/{k}" for k in range(10)] and len(stream.written) == 2
+    assert stream._queued_events == 0 and stream._queued_bytes == 0
+    stream.pauseProducing()
+    bus.fire_batch(batch("u", 10))
+    assert not stream.closed
+    bus.fire_batch(batch("v", 1))
+    assert stream.closed and stream.ended == ["overflow"]
+    assert hub.dropped == 1
+
+
+def test_one_batch_past_queue_max_overflows_a_paused_stream_only() -> None:
+    hub, bus, _clock = make_hub()
+    paused = open_stream(hub, queue_max=5)
+    reading = open_stream(hub, queue_max=5, token=TOKEN_B)
+    paused.pauseProducing()
+    bus.fire_batch(batch("t", 6))
+    assert paused.closed and paused.ended == ["overflow"]
+    assert not reading.closed and reading.tags() == [f"t/{k}" for k in range(6)]
+
+
+def test_a_batch_queued_behind_others_stays_in_order() -> None:
+    hub, bus, _clock = make_hub()
+    stream = open_stream(hub, queue_max=100)
+    stream.pauseProducing()
+    bus.fire_batch(batch("t", 3))
+    stream.paused = False  # resumed, but the queue is not drained yet
+    bus.fire_batch(batch("t", 2, start=3))
+    stream.resumeProducing()
+    assert stream.tags() == [f"t/{k}" for k in range(5)]
+
+
+def test_a_failing_stream_does_not_stop_a_batch_for_the_others() -> None:
+    hub, bus, _clock = make_hub()
+
+    class Broken(RecordingStream):
+        def write(self, data: bytes) -> None:
+            raise RuntimeError("client gone")
+
+    before = open_stream(hub)
+    broken = Broken(hub)
+    hub.register(broken)
+    broken.start()
+    after = open_stream(hub)
+    bus.fire_batch(batch("t", 3))
+    assert broken.closed and broken not in hub.streams
+    assert before.tags() == after.tags() == ["t/0", "t/1", "t/2"]
+    bus.fire_batch(batch("t", 1, start=3))
+    assert after.tags()[-1] == "t/3"
+
+
+def test_keepalive_clock_is_reset_by_a_batch() -> None:
+    hub, bus, clock = make_hub()
+    hub.start()
+    stream = open_stream(hub)
+    stream.keepalive = 2.0
+    clock.advance(1.5)
+    bus.fire_batch(batch("t", 5))
+    assert stream.last_write == 1.5
+    clock.advance(1.5)
+    assert stream.pings == 0
+    clock.advance(0.5)
+    assert stream.pings == 1
+    hub.stop()
+
+
+def test_unfiltered_streams_of_one_key_share_one_joined_write() -> None:
+    hub, bus, _clock = make_hub()
+    a = open_stream(hub, key="sse", queue_max=100)
+    b = open_stream(hub, key="sse", queue_max=100)
+    no_id = open_stream(hub, key="sse", with_id=False, queue_max=100)
+    filtered = open_stream(hub, key="sse", matcher=tag_matcher(["t/1"]), queue_max=100)
+    own = open_stream(hub, queue_max=100)
+    b.pauseProducing()
+    bus.fire_batch(batch("t", 3))
+    assert a.written[0] is b._queue[0][0]  # the same bytes object, queued
+    assert b._queued_events == 3
+    b.resumeProducing()
+    assert a.written[0] is b.written[0]
+    assert own.written[0] == a.written[0] and own.written[0] is not a.written[0]
+    assert no_id.tags() == a.tags() == ["t/0", "t/1", "t/2"]
+    assert "id" not in parse_sse(no_id.written[0])[0]
+    assert filtered.tags() == ["t/1"]
+
+
+def test_a_shared_write_still_overflows_each_stream_on_its_own() -> None:
+    hub, bus, _clock = make_hub()
+    small = open_stream(hub, key="sse", queue_max=2)
+    large = open_stream(hub, key="sse", queue_max=5)
+    small.pauseProducing()
+    large.pauseProducing()
+    bus.fire_batch(batch("t", 3))
+    assert small.closed and small.ended == ["overflow"]
+    assert not large.closed
+    large.resumeProducing()
+    assert large.tags() == ["t/0", "t/1", "t/2"]
+
+
+def test_hub_stop_unwatches_batches() -> None:
+    hub, bus, _clock = make_hub()
+    assert len(bus.batch_listeners) == 1
+    hub.stop()
+    assert bus.batch_listeners == [] and bus.subscribers == []
+
+
+def test_a_bus_without_batches_delivers_every_event_at_once() -> None:
+    class PlainBus(FakeBus):
+        on_batch_end = None  # type: ignore[assignment]
+
+    clock = task.Clock()
+    bus = PlainBus()
+    hub = EventHub(bus, clock, lambda: EPOCH, 10)  # type: ignore[arg-type]
+    stream = open_stream(hub)
+    bus.in_batch = True
+    bus.fire("t/0")
+    bus.fire("t/1")
+    assert len(stream.written) == 2
 
 
 # ----------------------------------------------------------------------------
@@ -354,11 +611,12 @@ def test_overflow_past_eight_mebibytes() -> None:
 
 def test_tag_filter_applies_to_live_and_replayed_events() -> None:
     hub, bus, _clock = make_hub()
+    bus.fire("salt/job/0/new", {})
     bus.fire("salt/auth", {})
     bus.fire("salt/job/1/new", {})
     stream = RecordingStream(hub, matcher=tag_matcher(["salt/job/"]))
     hub.register(stream)
-    stream.start(hub.events_after(f"{hub.boot}-0"))
+    stream.start(hub.events_after(hub.replay[0].event_id))
     bus.fire("salt/key", {})
     bus.fire("salt/job/2/ret/m", {})
     assert stream.tags() == ["salt/job/1/new", "salt/job/2/ret/m"]
@@ -541,7 +799,7 @@ _JSON = st.recursive(
 @settings(max_examples=150, deadline=None)
 @given(tag=_TAGS, data=st.dictionaries(_TEXT, _JSON, max_size=4), with_id=st.booleans())
 def test_sse_frame_is_exactly_one_event(tag: str, data: dict[str, Any], with_id: bool) -> None:
-    event = StreamEvent(7, tag, data, "0123456789abcdef")
+    event = StreamEvent(7, tag, data)
     frame = event.sse(with_id)
     events = parse_sse(frame)
     assert len(events) == 1
@@ -550,7 +808,7 @@ def test_sse_frame_is_exactly_one_event(tag: str, data: dict[str, Any], with_id:
     expected_fields = {"tag", "data", "id"} if with_id else {"tag", "data"}
     assert set(parsed) == expected_fields
     if with_id:
-        assert parsed["id"] == "0123456789abcdef-7"
+        assert parsed["id"] == hashlib.sha256(parsed["data"].encode("utf-8")).hexdigest()[:20]
     assert frame.endswith(b"\n\n")
     assert b"\r" not in frame
     # the data line is a single line of JSON
@@ -559,16 +817,17 @@ def test_sse_frame_is_exactly_one_event(tag: str, data: dict[str, Any], with_id:
 
 
 def test_sse_fields_and_ascii_kept() -> None:
-    event = StreamEvent(3, "salt/job/1/ret/m\u00e9", {"msg": "h\u00e9\u2028llo\nx"}, "0123456789abcdef")
+    event = StreamEvent(3, "salt/job/1/ret/m\u00e9", {"msg": "h\u00e9\u2028llo\nx"})
     frame = event.sse(True)
     assert frame.startswith("tag: salt/job/1/ret/m\u00e9\ndata: {".encode())
     assert "h\u00e9".encode() in frame  # non-ASCII kept, not \u-escaped
-    assert frame.endswith(b"\nid: 0123456789abcdef-3\n\n")
-    assert event.sse(False) == frame.replace(b"id: 0123456789abcdef-3\n", b"")
+    id_line = f"id: {event.event_id}\n".encode()
+    assert frame.endswith(b"\n" + id_line + b"\n")
+    assert event.sse(False) == frame.replace(id_line, b"")
 
 
 def test_json_and_frames_are_computed_once() -> None:
-    event = StreamEvent(1, "t", {"a": [1, 2]}, "0123456789abcdef")
+    event = StreamEvent(1, "t", {"a": [1, 2]})
     assert event.json is event.json
     assert event.sse(True) is event.sse(True)
     assert event.sse(False) is event.sse(False)
@@ -583,7 +842,7 @@ def test_json_is_shared_by_every_stream() -> None:
 
 
 def test_bytes_in_event_data_become_text() -> None:
-    event = StreamEvent(1, "t", {"raw": b"ok\xff"}, "0123456789abcdef")
+    event = StreamEvent(1, "t", {"raw": b"ok\xff"})
     assert json.loads(parse_sse(event.sse(False))[0]["data"]) == {"data": {"raw": "ok\ufffd"}, "tag": "t"}
 
 
