@@ -29,6 +29,7 @@ ERROR_STATUS: dict[str, int] = {
     "method_not_allowed": 405,
     "not_acceptable": 406,
     "request_timeout": 408,
+    "conflict": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "rate_limited": 429,

@@ -591,6 +591,10 @@ def _to_bool(value: object) -> bool | None:
     return None
 
 
+#: A boolean as the API accepts it: true/false, 0/1, or yes/no/true/false/1/0 text (any case); None otherwise.
+to_bool = _to_bool
+
+
 def _check_local_extras(index: int, chunk: dict, out: dict, jid_check: _JidCheck) -> None:
     if "ret" in chunk:
         ret = chunk["ret"]

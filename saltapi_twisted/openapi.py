@@ -137,6 +137,7 @@ STATUS_REASONS = {
     404: "Not found",
     406: "No type in `Accept` can be served",
     408: "The request body did not arrive in time (the connection is closed)",
+    409: "A key for that minion id is already accepted (send `force`)",
     413: "The request body is over `max_request_body_size` (the connection is closed)",
     415: "Missing or unsupported `Content-Type`",
     429: "Rate limited; retry after `Retry-After` seconds",
@@ -1033,7 +1034,81 @@ def _job_paths() -> dict[str, Any]:
     }
 
 
-def _key_paths() -> dict[str, Any]:
+#: ``keysize``: a whole number of bits from 2048 to 8192, no leading zero.
+KEYSIZE_CORE = r"204[89]|20[5-9][0-9]|2[1-9][0-9]{2}|[3-7][0-9]{3}|8[01][0-9]{2}|818[0-9]|819[0-2]"
+TAR = "application/x-tar"
+
+
+def _keys_post(settings: _Settings) -> dict[str, Any]:
+    """``POST /keys``: body, responses, security."""
+
+    def single(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"anyOf": [schema, {"type": "array", "minItems": 1, "maxItems": 1, "items": schema}]}
+
+    mid = {
+        "anyOf": [
+            {"type": "string", "pattern": KEY_MID_ASCII_PATTERN, "maxLength": MAX_KEY_MID_BYTES},
+            {"type": "string", "pattern": KEY_MID_PATTERN, "maxLength": MAX_KEY_MID_BYTES // 4},
+        ],
+        "description": "The new minion's id: 1-255 UTF-8 bytes, no `/`, `\\`, NUL or control characters",
+    }
+    keysize = {"anyOf": [{"type": "integer", "minimum": 2048, "maximum": 8192}, _text(KEYSIZE_CORE, False)]}
+    request = {
+        "type": "object",
+        "required": ["mid"],
+        "additionalProperties": False,
+        "description": "Credentials: `X-Auth-Token` (or the cookie), else `token`, else `username`, `password` "
+        "and `eauth` in the body. A value may also be a one-item list.",
+        "properties": {
+            "mid": single(mid),
+            "keysize": single({**keysize, "description": "Bits (default 2048)"}),
+            "force": single({**_bool_schema(False), "description": "Replace an accepted key (default false)"}),
+            "token": single(_token_schema(settings)),
+            "username": single({"type": "string", "minLength": 1, "maxLength": MAX_USERNAME_LENGTH}),
+            "password": single({"type": "string", "maxLength": MAX_PASSWORD_LENGTH}),
+            "eauth": single(_text(EAUTH_CORE, False)),
+        },
+    }
+    form = {
+        "type": "object",
+        "required": ["mid"],
+        "additionalProperties": False,
+        "properties": {
+            "mid": mid,
+            "keysize": _text(KEYSIZE_CORE, True),
+            "force": _bool_schema(True),
+            "token": _token_schema(settings, form=True),
+            "username": {"type": "string", "maxLength": MAX_USERNAME_LENGTH, "pattern": NON_BLANK_PATTERN},
+            "password": {"type": "string", "maxLength": MAX_PASSWORD_LENGTH},
+            "eauth": _text(EAUTH_CORE, True),
+        },
+    }
+    body = {
+        "oneOf": [request, {"type": "array", "minItems": 1, "maxItems": 1, "items": request}],
+    }
+    tar = {
+        "description": "An uncompressed tar of `minion.pem` (0600) and `minion.pub` (0644)",
+        "content": {TAR: {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            "Content-Disposition": {
+                "required": True,
+                "schema": {"type": "string", "pattern": r'^attachment; filename="saltkeys-[A-Za-z0-9._-]+\.tar"$'},
+            },
+            "Cache-Control": {"required": True, "schema": {"const": "no-store"}},
+        },
+    }
+    return _op(
+        "keys_post",
+        "Generate a key pair, accept it on the master (wheel `key.gen_accept`) and download it",
+        _responses({"200": tar}, 400, 403, 409, 415, *MASTER_STATUSES),
+        [*TOKEN_SECURITY, {}],
+        requestBody=_body(body, form, examples={"new": {"value": {"mid": "web-7", "keysize": 4096}}}),
+        description="`Accept` may also be `application/x-tar`. 409 when a key for `mid` is already accepted "
+        "and `force` is not true.",
+    )
+
+
+def _key_paths(settings: _Settings) -> dict[str, Any]:
     keys = {
         "type": "object",
         "required": ["return"],
@@ -1053,6 +1128,7 @@ def _key_paths() -> dict[str, Any]:
                 _responses({"200": _ok(keys)}, *statuses),
                 TOKEN_SECURITY,
             ),
+            "post": _keys_post(settings),
             "options": _options("keys_options"),
         },
         "/keys/": {
@@ -1340,7 +1416,7 @@ def build(config: Any = None) -> dict[str, Any]:
     paths.update(_lowstate_paths(settings))
     paths.update(_auth_paths(settings))
     paths.update(_job_paths())
-    paths.update(_key_paths())
+    paths.update(_key_paths(settings))
     paths.update(_stream_paths(settings))
     paths.update(_ops_paths(settings))
     # OPTIONS is answered on the app's REST paths (web/app.py REST_PATHS).

@@ -7,9 +7,11 @@ headers, negotiates the output format, maps every failure to the
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
+import tarfile
 import time
 from urllib.parse import parse_qs
 from collections import Counter
@@ -32,7 +34,7 @@ from ..config import ApiConfig
 from ..cors import cors_headers, is_foreign, own_origin, preflight_headers
 from ..errors import ApiError, error_body, master_unavailable, unauthenticated
 from ..jobs import JobTimeout
-from ..lowstate import LOCAL_FAMILY, Limits, validate_lowstate
+from ..lowstate import LOCAL_FAMILY, Limits, to_bool, validate_lowstate
 from ..master.framing import FramingError, pack_request
 from ..metrics import Metrics
 from ..master.client import MasterClient
@@ -55,6 +57,47 @@ from .proxies import TrustedProxies
 
 _JID_RE = re.compile(r"^[0-9]{20}(_[A-Za-z0-9]{1,32})?$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+KEYS_BODY_KEYS = frozenset({"mid", "keysize", "force", "token", "username", "password", "eauth"})
+KEYS_BODY_MESSAGE = "Send mid (and optionally keysize, force) with a token or username, password and eauth"
+#: ``keysize`` bounds: Salt's minimum, and a cap on the master's CPU time per request.
+KEY_SIZES = (2048, 8192)
+
+
+def _valid_mid(mid: str) -> bool:
+    """1-255 UTF-8 bytes, no ``/``, ``\\`` or control characters, not ``.`` or ``..``."""
+    try:
+        size = len(mid.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+    return 0 < size <= 255 and mid not in (".", "..") and not _MID_BAD.search(mid)
+
+
+def _key_size(value: Any) -> int:
+    if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]{0,5}", value):
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not KEY_SIZES[0] <= value <= KEY_SIZES[1]:
+        raise ApiError("bad_request", f"keysize must be a whole number of bits from {KEY_SIZES[0]} to {KEY_SIZES[1]}")
+    return value
+
+
+def _file_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:200]
+
+
+def key_archive(private: str, public: str, mtime: float) -> bytes:
+    """An uncompressed tar of ``minion.pem`` (0600) and ``minion.pub`` (0644)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name, text, mode in (("minion.pem", private, 0o600), ("minion.pub", public, 0o644)):
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, int(mtime)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def _bearer_token(request: IRequest) -> str | None:
@@ -738,7 +781,7 @@ class SaltAPI:
         if not mid:
             chunks = self._validate([{"client": "wheel", "fun": "key.list_all"}], token)
         else:
-            if mid in (".", "..") or len(mid.encode()) > 255 or _MID_BAD.search(mid):
+            if not _valid_mid(mid):
                 raise ApiError("bad_request", "Invalid minion id")
             chunks = self._validate([{"client": "wheel", "fun": "key.finger", "match": mid}], token)
         results = await self._execute(chunks)
@@ -759,6 +802,59 @@ class SaltAPI:
     @app.route("/keys/<mid>", methods=["GET"])
     def keys_one(self, request: IRequest, mid: str) -> defer.Deferred[bytes]:
         return self._serve(request, self._keys, mid)
+
+    @app.route("/keys", methods=["POST"])
+    def keys_generate(self, request: IRequest) -> defer.Deferred[bytes]:
+        return self._serve(request, self._generate_key, offers=("application/x-tar",))
+
+    async def _generate_key(self, request: IRequest) -> Any:
+        """``key.gen_accept``: a new key pair, accepted on the master, sent back as a tar."""
+        body = self._read_body(request)
+        if isinstance(body, list) and len(body) == 1 and isinstance(body[0], dict):
+            body = body[0]
+        if not isinstance(body, dict):
+            raise ApiError("bad_request", KEYS_BODY_MESSAGE)
+        values = {k: (v[0] if isinstance(v, list) and len(v) == 1 else v) for k, v in body.items()}
+        unknown = sorted(str(k) for k in values if k not in KEYS_BODY_KEYS)
+        if unknown:
+            raise ApiError("unknown_key", f"Unknown keys: {', '.join(unknown)}. {KEYS_BODY_MESSAGE}")
+        mid = values.get("mid")
+        if not isinstance(mid, str) or not _valid_mid(mid):
+            raise ApiError("bad_request", "mid: a minion id of 1-255 bytes without /, \\ or control characters")
+        keysize = _key_size(values.get("keysize", 2048))
+        force = to_bool(values.get("force", False))
+        if force is None:
+            raise ApiError("bad_request", "force must be true or false")
+        chunk: dict[str, Any] = {"client": "wheel", "fun": "key.gen_accept", "id_": mid, "keysize": keysize}
+        chunk["force"] = force
+        header_token = token_from_request(request)
+        if header_token is not None:
+            await self._require_token(request)
+            self._check_csrf(request)
+        elif "token" in values:
+            chunk["token"] = values["token"]
+        elif all(key in values for key in ("username", "password", "eauth")):
+            chunk.update((key, values[key]) for key in ("username", "password", "eauth"))
+        else:
+            raise unauthenticated("Send X-Auth-Token, or token, or username, password and eauth")
+        chunks = self._validate([chunk], header_token)
+        results = await self._execute(chunks)
+        entry = results[0] if results else {}
+        data = entry.get("data") if isinstance(entry, dict) else None
+        returned = data.get("return") if isinstance(data, dict) else None
+        if isinstance(data, dict) and data.get("success") is False:
+            raise ApiError("master_error", f"key.gen_accept failed: {str(returned)[:300]}")
+        if returned == {}:
+            raise ApiError("conflict", f"A key for {mid!r} is already accepted; send force=true to replace it")
+        if not (isinstance(returned, dict) and isinstance(returned.get("pub"), str)):
+            raise ApiError("master_error", "key.gen_accept returned no key pair")
+        if not isinstance(returned.get("priv"), str):
+            raise ApiError("master_error", "key.gen_accept returned no private key")
+        archive = key_archive(returned["priv"], returned["pub"], time.time())
+        request.setHeader(b"Content-Type", b"application/x-tar")
+        request.setHeader(b"Content-Disposition", f'attachment; filename="saltkeys-{_file_safe(mid)}.tar"'.encode())
+        request.setHeader(b"Cache-Control", b"no-store")
+        return Raw(archive)
 
     # ------------------------------------------------------------------
     # /events, /hook
