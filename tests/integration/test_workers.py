@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import requests
 from saltapi_twisted.sandbox import ApiProcess, SaltSandbox
 
 from ..conftest import MINIONS, Api, make_cert
+from ..streamclients import fire_events
 
 WORKERS = 2
 
@@ -144,3 +146,58 @@ def test_tls_workers_and_sigterm(salt_master: SaltSandbox, tmp_path: Path) -> No
     assert process.stop() == 0, process.output()
     _gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, alive
+
+
+def _sse_messages(
+    response: requests.Response, want: Callable[[list[dict[str, str]]], bool], limit: float
+) -> list[dict[str, str]]:
+    """Read SSE messages (``tag``/``data``/``id`` fields) until *want* says enough."""
+    messages: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    started = time.monotonic()
+    for line in response.iter_lines(decode_unicode=True):
+        if line:
+            name, _sep, value = line.partition(": ")
+            if name in ("tag", "data", "id"):
+                current[name] = value
+            continue
+        if current:
+            messages.append(current)
+            current = {}
+            if want(messages):
+                return messages
+        assert time.monotonic() - started < limit, messages
+    raise AssertionError(f"the stream ended early: {messages}")
+
+
+def test_last_event_id_replays_on_another_worker(workers_api: ApiProcess, salt_master: SaltSandbox) -> None:
+    api = Api(workers_api)
+    token = api.login()
+    prefix = f"test/workers/{uuid.uuid4().hex}"
+
+    def open_stream(session: requests.Session, extra: dict[str, str]) -> requests.Response:
+        url = f"{api.url}/events?tag={prefix}/"
+        return session.get(url, headers={"X-Auth-Token": token, **extra}, stream=True, timeout=(10, 30))
+
+    # a client on worker 1 sees the first event, notes its id, and drops
+    streams = _on_each_worker(api.url, token, lambda s, w: open_stream(s, {}))
+    streams[2].close()
+    time.sleep(0.5)  # the stream is subscribed
+    fire_events(salt_master, f"{prefix}/before", 1)
+    seen = _sse_messages(streams[1], lambda m: any("/before/" in x.get("tag", "") for x in m), 20)
+    last_id = [m for m in seen if "/before/" in m.get("tag", "")][-1]["id"]
+    streams[1].close()
+    # events it missed, then a reconnect that reaches worker 2
+    fire_events(salt_master, f"{prefix}/missed", 3)
+    time.sleep(1.0)
+    replayed = _on_each_worker(api.url, token, lambda s, w: open_stream(s, {"Last-Event-ID": last_id}))
+    try:
+        for worker in (2, 1):
+            messages = _sse_messages(
+                replayed[worker], lambda m: len([x for x in m if "/missed/" in x.get("tag", "")]) >= 3, 20
+            )
+            tags = [m["tag"] for m in messages if "tag" in m]
+            assert tags[:3] == [f"{prefix}/missed/{n}" for n in range(3)], (worker, tags)
+    finally:
+        for response in replayed.values():
+            response.close()
