@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import time
 from collections import OrderedDict, deque
@@ -151,15 +152,15 @@ class Authenticator:
     def is_revoked(self, token: str) -> bool:
         """Whether ``/logout`` (here or in another worker) revoked *token*.
 
-        Revocations are kept as SHA-256 digests: a lookup reveals nothing
-        about a token to the timing of a comparison, and the digest is what
-        workers share.
+        Revocations are kept as SHA-256 digests (what workers share), compared
+        with :func:`hmac.compare_digest`.
         """
         now = self._now()
         for revoked, expire in list(self._revoked.items()):
             if expire <= now:
                 del self._revoked[revoked]
-        return token_digest(token) in self._revoked
+        digest = token_digest(token)
+        return any(hmac.compare_digest(digest, revoked) for revoked in self._revoked)
 
     async def validate(self, token: str | None) -> dict[str, Any]:
         """The master's data for a valid token.

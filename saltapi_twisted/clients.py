@@ -10,7 +10,7 @@ flattens it into the response (:class:`Entries`).
 
 from __future__ import annotations
 
-import random
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +24,9 @@ from .lowstate import local_publish_load, runner_load, wheel_load
 from .master.client import MasterClient
 from .master.eventbus import EventBus
 from .master.exceptions import AuthenticationFailed, AuthorizationFailed, MasterRequestError
+
+#: Picks the minions of ``local_subset`` (the OS generator, like every choice this package makes).
+_RANDOM = secrets.SystemRandom()
 
 FAILED_TO_AUTHENTICATE = "Failed to authenticate"
 
@@ -141,7 +144,7 @@ class ClientRunner:
         ]
         if not candidates:
             return NO_MINIONS
-        chosen = random.sample(candidates, min(int(chunk.get("subset", 1)), len(candidates)))  # noqa: S311
+        chosen = _RANDOM.sample(candidates, min(int(chunk.get("subset", 1)), len(candidates)))
         run = {k: v for k, v in chunk.items() if k != "subset"}
         run.update({"tgt": sorted(chosen), "tgt_type": "list"})
         return await self.local(run)

@@ -26,6 +26,7 @@ Token expiry and revocation: every stream knows its token and its
 from __future__ import annotations
 
 import fnmatch
+import hmac
 import hashlib
 import json
 import re
@@ -409,7 +410,7 @@ class EventHub:
     def revoked(self, token: str) -> None:
         """Close every stream opened with *token* (logout)."""
         for stream in list(self.streams):
-            if stream.token is not None and stream.token == token:
+            if stream.token is not None and hmac.compare_digest(stream.token, token):
                 stream.close("token expired")
 
     def register(self, stream: BoundedStream) -> None:

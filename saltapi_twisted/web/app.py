@@ -7,6 +7,7 @@ headers, negotiates the output format, maps every failure to the
 
 from __future__ import annotations
 
+import hmac
 import io
 import math
 import os
@@ -551,7 +552,7 @@ class SaltAPI:
     def _revoked_elsewhere(self, digest: str) -> None:
         """Another worker's ``/logout``: close the streams of that token here."""
         for stream in list(self.hub.streams):
-            if stream.token is not None and token_digest(stream.token) == digest:
+            if stream.token is not None and hmac.compare_digest(token_digest(stream.token), digest):
                 stream.close("token expired")
 
     def _client_ip(self, request: IRequest) -> str:
