@@ -137,7 +137,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 return value
         return 4
 
-    items.sort(key=rank)
+    items.sort(key=lambda item: (item.get_closest_marker("after_everything") is not None, rank(item)))
 
 
 os.environ.setdefault("SALTAPI_TESTS", "1")
