@@ -59,11 +59,18 @@ class _Signal:
     def __init__(self) -> None:
         self._deferred: defer.Deferred[None] | None = None
         self._pending = False
+        self._clock: IReactorTime | None = None
 
     def set(self) -> None:
         if self._deferred is not None and not self._deferred.called:
             d, self._deferred = self._deferred, None
-            d.callback(None)
+            # Wake the waiter on the next reactor turn, not inside the bus
+            # read that brought the event: decoding a big return and
+            # answering with it then never block the reactor in one stretch.
+            if self._clock is not None:
+                self._clock.callLater(0, _fire, d)
+            else:
+                d.callback(None)
         else:
             self._pending = True
 
@@ -75,6 +82,7 @@ class _Signal:
             return
         d: defer.Deferred[None] = defer.Deferred()
         self._deferred = d
+        self._clock = clock
 
         def wake() -> None:
             if not d.called:
@@ -88,6 +96,11 @@ class _Signal:
             self._pending = False
             if timer.active():
                 timer.cancel()
+
+
+def _fire(d: defer.Deferred[None]) -> None:
+    if not d.called:
+        d.callback(None)
 
 
 def _is_return(tag: str, jid: str) -> str | None:

@@ -21,10 +21,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import secrets
 import re
 from collections.abc import Callable, Iterable, Mapping
 from itertools import accumulate
 from typing import Any
+from json.encoder import encode_basestring
 from urllib.parse import parse_qsl
 
 import yaml
@@ -249,6 +251,69 @@ class _Dumper(yaml.SafeDumper):
 
 
 _Dumper.add_representer(str, _Dumper.represent_str)
+
+
+#: Strings longer than this are written in slices (:func:`serialize_in_slices`).
+BIG_STRING = 1 << 20
+#: Characters escaped per slice.
+SLICE = 256 * 1024
+
+
+def _big_strings(obj: Any, found: dict[int, str], depth: int = 0) -> None:
+    if isinstance(obj, str):
+        if len(obj) > BIG_STRING:
+            found[id(obj)] = obj
+    elif depth < 200 and isinstance(obj, dict):
+        for value in obj.values():
+            _big_strings(value, found, depth + 1)
+    elif depth < 200 and isinstance(obj, (list, tuple)):
+        for value in obj:
+            _big_strings(value, found, depth + 1)
+
+
+def _with_placeholders(obj: Any, names: dict[int, str], depth: int = 0) -> Any:
+    if isinstance(obj, str):
+        return names.get(id(obj), obj)
+    if depth < 200 and isinstance(obj, dict):
+        return {key: _with_placeholders(value, names, depth + 1) for key, value in obj.items()}
+    if depth < 200 and isinstance(obj, (list, tuple)):
+        return [_with_placeholders(value, names, depth + 1) for value in obj]
+    return obj
+
+
+async def serialize_in_slices(obj: Any, media_type: str, pause: Callable[[], Any]) -> bytes:
+    """:func:`serialize`, the same bytes, with a pause between slices of long strings.
+
+    A job return of tens of megabytes is one string: JSON-escaping it in one
+    call would hold the reactor for its whole length. Each string longer than
+    :data:`BIG_STRING` is replaced by a unique placeholder, the rest is
+    written at once, and the long strings are escaped :data:`SLICE`
+    characters at a time, awaiting *pause()* (the next reactor turn) between
+    slices. JSON escapes character by character, so the slices join into
+    exactly what :func:`serialize` writes.
+    """
+    found: dict[int, str] = {}
+    if media_type == JSON:
+        _big_strings(obj, found)
+    if not found:
+        return serialize(obj, media_type)
+    nonce = secrets.token_hex(8)
+    names = {key: f"\x00saltapi-{nonce}-{index}\x00" for index, key in enumerate(found)}
+    skeleton = serialize(_with_placeholders(obj, names), JSON).decode("utf-8")
+    by_marker = {json.dumps(name, ensure_ascii=False): found[key] for key, name in names.items()}
+    parts = re.split("(" + "|".join(map(re.escape, by_marker)) + ")", skeleton)
+    pieces: list[bytes] = []
+    for index, part in enumerate(parts):
+        if index % 2 == 0:
+            pieces.append(part.encode("utf-8", "replace"))
+            continue
+        text = by_marker[part]
+        pieces.append(b'"')
+        for start in range(0, len(text), SLICE):
+            await pause()
+            pieces.append(encode_basestring(text[start : start + SLICE])[1:-1].encode("utf-8", "replace"))
+        pieces.append(b'"')
+    return b"".join(pieces)
 
 
 def serialize(obj: Any, media_type: str) -> bytes:

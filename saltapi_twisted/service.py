@@ -35,6 +35,8 @@ from .workers import AdoptedPort, InheritedSocket
 
 #: Seconds between health pings of the request channel.
 PING_INTERVAL = 5.0
+#: While the event bus is down, requests in flight this long are failed (503).
+STALE_WHILE_DOWN = 2.0
 
 
 def salt_version(config: ApiConfig) -> str | None:
@@ -143,6 +145,8 @@ class SaltApiService(MultiService):
         self._ping_in_flight = False
         self._pinger = task.LoopingCall(self._ping)
         self._pinger.clock = reactor
+        self._stale_check = task.LoopingCall(self._fail_stale)
+        self._stale_check.clock = reactor
         self._unsubscribe = self.bus.subscribe(lambda tag, data: None, self._bus_state)
 
         if not listen and adopted is None:
@@ -174,10 +178,21 @@ class SaltApiService(MultiService):
         if up:
             # The master is back (or newly up): check the request channel now.
             self._ping(force=True)
+            if self._stale_check.running:
+                self._stale_check.stop()
         else:
             # The bus lives in the master process: when it drops, the master
             # went away, and replies to requests in flight will never come.
             self.channel.fail_inflight(MasterUnavailable("The Salt master went away"))
+            # While it is down, a request the stopping master took is not
+            # answered either: fail it after STALE_WHILE_DOWN, not at its deadline.
+            if not self._stale_check.running and self.running:
+                self._stale_check.start(0.5, now=False)
+
+    def _fail_stale(self) -> None:
+        self.channel.fail_stale(
+            STALE_WHILE_DOWN, MasterUnavailable("The Salt master went away (its event bus is down) and did not answer")
+        )
 
     def _ping(self, force: bool = False) -> Any:
         """Keep the request channel's health fresh: a ping when it is idle or failing.
@@ -221,6 +236,8 @@ class SaltApiService(MultiService):
         await self.api.close_streams()
         if self._pinger.running:
             self._pinger.stop()
+        if self._stale_check.running:
+            self._stale_check.stop()
         self.lag.stop()
         self.channel.close()
         self._unsubscribe()

@@ -32,6 +32,9 @@ from .framing import FramingError, pack_request, unpack_reply
 MAX_REPLY_SIZE = 256 * 1024 * 1024
 #: How long a request waits for a connection to the master before a 503.
 CONNECT_GRACE = 0.75
+#: The same while the master is known to be unreachable (the last request
+#: failed so, and none succeeded since): fail at once, nearly.
+DOWN_GRACE = 0.1
 
 
 class DealerConnection(ZmqConnection):
@@ -56,7 +59,7 @@ class DealerConnection(ZmqConnection):
 
 
 class _Request:
-    __slots__ = ("load", "deferred", "deadline", "timer", "connection", "first_attempt")
+    __slots__ = ("load", "deferred", "deadline", "timer", "connection", "first_attempt", "sent")
 
     def __init__(self, load: dict[str, Any], deferred: defer.Deferred[Any], deadline: float) -> None:
         self.load = load
@@ -65,6 +68,7 @@ class _Request:
         self.timer: IDelayedCall | None = None
         self.connection: DealerConnection | None = None
         self.first_attempt: float | None = None
+        self.sent: float | None = None
 
 
 class RequestChannel:
@@ -165,7 +169,7 @@ class RequestChannel:
                 now = self._clock.seconds()
                 if request.first_attempt is None:
                     request.first_attempt = now
-                if now - request.first_attempt >= CONNECT_GRACE:
+                if now - request.first_attempt >= self._connect_grace():
                     self._finish(request, failure=MasterUnavailable(_unavailable_text(exc)))
                     continue
                 # The requests queued behind it wait for the same connection:
@@ -183,7 +187,14 @@ class RequestChannel:
                 self._finish(request, failure=exc)
                 continue
             request.connection = connection
+            request.sent = self._clock.seconds()
             self._inflight[connection] = request
+
+    def _connect_grace(self) -> float:
+        known_down = self.last_failure is not None and (
+            self.last_success is None or self.last_failure > self.last_success
+        )
+        return DOWN_GRACE if known_down else CONNECT_GRACE
 
     def _retry_pump(self) -> None:
         self._retry = None
@@ -277,6 +288,27 @@ class RequestChannel:
             del self._inflight[connection]
             self._discard(connection)
             self._finish(request, failure=reason)
+
+    def fail_stale(self, age: float, reason: BaseException) -> int:
+        """Fail the requests in flight for *age* seconds or more; how many.
+
+        While the master's event bus is down the master is stopping or
+        restarting: a request it took and will never answer is failed here
+        instead of at its deadline.
+        """
+        now = self._clock.seconds()
+        stale = [
+            (connection, request)
+            for connection, request in self._inflight.items()
+            if request.sent is not None and now - request.sent >= age
+        ]
+        for connection, request in stale:
+            del self._inflight[connection]
+            self._discard(connection)
+            self._finish(request, failure=reason)
+        if stale:
+            self._pump()
+        return len(stale)
 
     def close(self) -> None:
         """Fail everything pending and close every socket."""

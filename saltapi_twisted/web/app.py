@@ -21,7 +21,7 @@ from typing import Any, cast
 from collections.abc import Awaitable, Callable
 
 from klein import Klein
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -50,7 +50,7 @@ from ..master.exceptions import (
     MasterUnavailable,
     ShuttingDown,
 )
-from ..negotiation import JSON, choose_output, normalize_lowstate, parse_body, serialize
+from ..negotiation import JSON, choose_output, normalize_lowstate, parse_body, serialize, serialize_in_slices
 from ..streams import EventHub
 from .events import SSE, serve_events
 from .hook import serve_hook
@@ -342,7 +342,11 @@ class SaltAPI:
         if response.body is None:
             return b""
         request.setHeader(b"Content-Type", media.encode())
-        return serialize(response.body, media)
+        return await serialize_in_slices(response.body, media, self._next_turn)
+
+    def _next_turn(self) -> defer.Deferred[None]:
+        """A Deferred that fires on the reactor's next turn."""
+        return task.deferLater(self.clock, 0, lambda: None)
 
     def _to_api_error(self, exc: BaseException) -> ApiError:
         if isinstance(exc, ApiError):

@@ -27,7 +27,9 @@ _JID_OF = re.compile(r"^(?:salt|syndic)/(?:job|run|wheel)/([^/]+)/")
 class FakeBus:
     """``watch_jid`` with replay of recorded returns, and ``emit``."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: task.Clock | None = None) -> None:
+        #: the test's clock: waiters wake on the next reactor turn, so an event advances it by 0
+        self.clock = clock
         self.recorded: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self.watchers: dict[str, list[Callable[[str, dict[str, Any]], None]]] = {}
 
@@ -53,6 +55,8 @@ class FakeBus:
             self.recorded.setdefault(jid, []).append((tag, data))
         for callback in list(self.watchers.get(jid, ())):
             callback(tag, data)
+        if self.clock is not None:
+            self.clock.advance(0)
 
     def ret(self, jid: str, minion: str, value: Any = True, **extra: Any) -> None:
         self.emit(f"salt/job/{jid}/ret/{minion}", {"id": minion, "jid": jid, "return": value, "retcode": 0, **extra})
@@ -110,7 +114,7 @@ class Harness:
         self, timeout: float = 5.0, gather: float = 10.0, max_wait: float = 3600.0, min_wait: float = 0.0
     ) -> None:
         self.clock = task.Clock()
-        self.bus = FakeBus()
+        self.bus = FakeBus(self.clock)
         self.master = FakePublisher(self.bus, self.clock)
         self.waiter = JobWaiter(
             self.master,
@@ -483,7 +487,8 @@ def run_waiter(bus: FakeBus, clock: task.Clock, jid: str, timeout: float) -> lis
 
 
 def test_wait_runner_returns_the_ret_event() -> None:
-    clock, bus = task.Clock(), FakeBus()
+    clock = task.Clock()
+    bus = FakeBus(clock)
     out = run_waiter(bus, clock, JID, 30)
     bus.emit(f"salt/run/{JID}/new", {"fun": "runner.test.arg"})
     clock.advance(3)
@@ -494,7 +499,8 @@ def test_wait_runner_returns_the_ret_event() -> None:
 
 
 def test_wait_runner_catches_a_ret_recorded_before_it_started() -> None:
-    clock, bus = task.Clock(), FakeBus()
+    clock = task.Clock()
+    bus = FakeBus(clock)
     bus.emit(f"salt/wheel/{JID}/ret", {"return": "done"})
     out = run_waiter(bus, clock, JID, 30)
     assert out == [{"tag": f"salt/wheel/{JID}/ret", "data": {"return": "done"}}]
@@ -502,7 +508,8 @@ def test_wait_runner_catches_a_ret_recorded_before_it_started() -> None:
 
 
 def test_wait_runner_times_out() -> None:
-    clock, bus = task.Clock(), FakeBus()
+    clock = task.Clock()
+    bus = FakeBus(clock)
     out = run_waiter(bus, clock, JID, 30)
     clock.advance(29.9)
     assert out == []
@@ -516,7 +523,8 @@ def test_wait_runner_times_out() -> None:
 
 
 def test_wait_runner_cancel_releases_everything() -> None:
-    clock, bus = task.Clock(), FakeBus()
+    clock = task.Clock()
+    bus = FakeBus(clock)
     d = defer.ensureDeferred(wait_runner(bus, clock, JID, 30))
     d.cancel()
     failures: list[Failure] = []

@@ -833,3 +833,63 @@ def test_json_serialize_round_trips(obj: Any) -> None:
 
 def test_serialize_json_nan_as_json_dumps_writes_it() -> None:
     assert math.isnan(json.loads(serialize([float("nan")], JSON))[0])
+
+
+# --------------------------------------------------------------------------
+# serialize_in_slices: the same bytes as serialize, long strings in slices
+
+
+def _run_sliced(obj: Any, media: str = JSON) -> tuple[bytes, int]:
+    import asyncio
+
+    from saltapi_twisted.negotiation import serialize_in_slices
+
+    pauses = 0
+
+    async def pause() -> None:
+        nonlocal pauses
+        pauses += 1
+
+    return asyncio.run(serialize_in_slices(obj, media, pause)), pauses
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"return": [{"minion-1": "a" * (3 * 1024 * 1024 + 7)}]},
+        {"x": "é\"\\\n\u2028\x00" * 400_000, "y": [1, 2.5, None, True], "z": "small"},
+        ["\ud800" * (1024 * 1024 + 1), {"k": b"bytes" * 10}],
+        {"same": ("b" * (1024 * 1024 + 1),) * 2},
+    ],
+)
+def test_sliced_json_is_byte_identical(obj: Any) -> None:
+    from saltapi_twisted.negotiation import SLICE
+
+    out, pauses = _run_sliced(obj)
+    assert out == serialize(obj, JSON)
+    longest = max(len(v) for v in _strings(obj))
+    assert pauses >= longest // SLICE
+
+
+def _strings(obj: Any) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    if isinstance(obj, (list, tuple)):
+        return [s for v in obj for s in _strings(v)]
+    return []
+
+
+def test_small_bodies_and_yaml_are_written_at_once() -> None:
+    out, pauses = _run_sliced({"return": ["x" * 1000]})
+    assert (out, pauses) == (serialize({"return": ["x" * 1000]}, JSON), 0)
+    big = {"return": "y" * (2 * 1024 * 1024)}
+    out, pauses = _run_sliced(big, YAML)
+    assert (out, pauses) == (serialize(big, YAML), 0)
+
+
+def test_placeholder_text_in_the_data_is_left_alone() -> None:
+    obj = {"a": "\x00saltapi-0000000000000000-0\x00", "b": "c" * (1024 * 1024 + 1)}
+    out, _pauses = _run_sliced(obj)
+    assert out == serialize(obj, JSON)

@@ -224,6 +224,10 @@ async def test_no_master_fails_fast_with_master_unavailable(factory: ZmqFactory)
         assert CONNECT_GRACE <= elapsed + 0.05 and elapsed < 1.5
         assert not channel.recently_ok(reactor.seconds())
         assert channel.pending == 0
+        # known down now: the next request fails after the short grace
+        started = time.monotonic()
+        (await outcome(channel.request({"cmd": "ping"}))).trap(MasterUnavailable)
+        assert time.monotonic() - started < CONNECT_GRACE
     finally:
         channel.close()
 
@@ -278,6 +282,25 @@ async def test_fail_inflight(master: FakeMaster, factory: ZmqFactory) -> None:
         channel.fail_inflight(MasterUnavailable("the master went away"))
         (await outcome(d)).trap(MasterUnavailable)
         assert await channel.request({"cmd": "echo", "n": 9}) == {"n": 9, "cmd": "echo"}
+    finally:
+        channel.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_fail_stale_fails_only_old_requests(master: FakeMaster, factory: ZmqFactory) -> None:
+    channel = RequestChannel(factory, master.address, reactor, pool_size=2, timeout=30)
+    try:
+        d = channel.request({"cmd": "silent"})
+        for _ in range(100):
+            if master.silent:
+                break
+            await sleep(0.02)
+        assert channel.fail_stale(60.0, MasterUnavailable("gone")) == 0
+        assert not d.called
+        await sleep(0.1)
+        assert channel.fail_stale(0.05, MasterUnavailable("gone")) == 1
+        (await outcome(d)).trap(MasterUnavailable)
+        assert await channel.request({"cmd": "echo", "n": 3}) == {"n": 3, "cmd": "echo"}
     finally:
         channel.close()
 
