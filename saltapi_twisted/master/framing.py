@@ -126,7 +126,7 @@ def _ext_hook(depth: int) -> Callable[[int, bytes], Any]:
     return hook
 
 
-def _loads(data: bytes | bytearray, depth: int = 0) -> Any:
+def _loads(data: bytes | bytearray | memoryview, depth: int = 0) -> Any:
     """Unpack exactly one msgpack object the way Salt's peers expect.
 
     Strings are decoded as UTF-8 (``raw=False``). If one of them is not
@@ -266,10 +266,13 @@ def decode_event_body(body: bytes) -> tuple[str, dict[Any, Any]]:
     """
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise FramingError(f"an event body must be bytes, not {type(body).__name__}")
-    raw_tag, sep, raw_data = bytes(body).partition(TAGEND)
-    if not sep:
+    split = body.find(TAGEND) if not isinstance(body, memoryview) else bytes(body).find(TAGEND)
+    if split < 0:
         raise FramingError("event body without a tag delimiter")
-    data = _loads(raw_data)
+    raw_tag = bytes(body[:split])
+    # The data part is read in place (a big job return is not copied first).
+    with memoryview(body) as view, view[split + len(TAGEND) :] as raw_data:
+        data = _loads(raw_data)
     if not isinstance(data, dict):
         raise FramingError(f"event data is a {type(data).__name__}, not a dict")
     return raw_tag.decode("utf-8", errors="replace"), data
