@@ -51,6 +51,7 @@ def make_site(**limits: Any) -> tuple[ApiSite, MemoryReactorClock]:
         max_request_body_size=1024,
         max_connections=100,
         max_connections_per_ip=2,
+        trusted_proxies=(),
     )
     for key, value in limits.items():
         setattr(config, key, value)
