@@ -136,16 +136,19 @@ def test_tls_workers_and_sigterm(salt_master: SaltSandbox, tmp_path: Path) -> No
         tmp_path, salt_master, {"processes": WORKERS, "ssl_crt": str(crt), "ssl_key": str(key), "address": "127.0.0.1"}
     )
     process.start()
-    assert process.proc is not None and process.url.startswith("https://")
-    supervisor = psutil.Process(process.proc.pid)
-    children = supervisor.children()
-    assert len(children) == WORKERS, children
-    token = Api(process).login()
-    pids = _on_each_worker(process.url, token, lambda s, w: _stats(s, process.url, token)["pid"])
-    assert sorted(pids.values()) == sorted(c.pid for c in children)
-    assert process.stop() == 0, process.output()
-    _gone, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive, alive
+    try:
+        assert process.proc is not None and process.url.startswith("https://")
+        supervisor = psutil.Process(process.proc.pid)
+        children = supervisor.children()
+        assert len(children) == WORKERS, children
+        token = Api(process).login()
+        pids = _on_each_worker(process.url, token, lambda s, w: _stats(s, process.url, token)["pid"])
+        assert sorted(pids.values()) == sorted(c.pid for c in children)
+        assert process.stop() == 0, process.output()
+        _gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, alive
+    finally:
+        process.stop()  # a no-op once stopped; stops the supervisor and its workers when an assertion failed
 
 
 def _sse_messages(
