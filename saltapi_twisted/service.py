@@ -158,7 +158,7 @@ class SaltApiService(MultiService):
         descriptions = listener_plan(config, listen)
         factory_tls = tls_options(config) if any(tls for _d, tls in descriptions) else None
         for description, tls in descriptions:
-            factory = wrap_tls(factory_tls, self.site, clock=reactor) if tls and factory_tls else self.site
+            factory = self._site_factory(tls, factory_tls)
             try:
                 service = strports.service(description, factory, reactor=reactor)
             except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
@@ -169,10 +169,11 @@ class SaltApiService(MultiService):
         """Serve on listening sockets a supervisor bound (``processes: N``)."""
         factory_tls = tls_options(self.config) if any(s.tls for s in adopted) else None
         for inherited in adopted:
-            factory = (
-                wrap_tls(factory_tls, self.site, clock=self.reactor) if inherited.tls and factory_tls else self.site
-            )
-            AdoptedPort(self.reactor, inherited, factory).setServiceParent(self)
+            AdoptedPort(self.reactor, inherited, self._site_factory(inherited.tls, factory_tls)).setServiceParent(self)
+
+    def _site_factory(self, tls: bool, factory_tls: Any) -> Any:
+        """The site, wrapped in our TLS when the listener wants it."""
+        return wrap_tls(factory_tls, self.site, clock=self.reactor) if tls and factory_tls else self.site
 
     def _bus_state(self, up: bool) -> None:
         if up:

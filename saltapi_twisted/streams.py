@@ -38,6 +38,7 @@ from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from .auth import token_digest
 from .master.eventbus import EventBus
 from .negotiation import to_plain
 
@@ -311,8 +312,7 @@ class EventHub:
     The events of one bus batch (one read; see :meth:`EventBus.on_batch_end`)
     are held until the batch ends, then go into the replay ring and to each
     stream together (:meth:`BoundedStream.offer_batch`: one write per stream).
-    An event dispatched outside a batch is delivered at once. A bus without
-    batches (no ``on_batch_end``) gets every event delivered at once.
+    An event dispatched outside a batch is delivered at once.
     """
 
     _log = Logger()
@@ -329,9 +329,7 @@ class EventHub:
         self.unsafe_tags = 0
         self._pending: list[StreamEvent] = []
         self._unsubscribe = bus.subscribe(self._on_event, self._on_state)
-        on_batch_end = getattr(bus, "on_batch_end", None)
-        self._batched = on_batch_end is not None
-        self._unwatch_batches: Callable[[], None] | None = on_batch_end(self._flush) if on_batch_end else None
+        self._unwatch_batches: Callable[[], None] | None = bus.on_batch_end(self._flush)
         self._expiry = task.LoopingCall(self._tick)
         self._expiry.clock = clock
         self._was_up = bus.connected
@@ -363,7 +361,7 @@ class EventHub:
             return
         self.seq += 1
         event = StreamEvent(self.seq, tag, data)
-        if self._batched and self.bus.in_batch:
+        if self.bus.in_batch:
             self._pending.append(event)
             return
         self._deliver([event])
@@ -411,6 +409,12 @@ class EventHub:
         """Close every stream opened with *token* (logout)."""
         for stream in list(self.streams):
             if stream.token is not None and hmac.compare_digest(stream.token, token):
+                stream.close("token expired")
+
+    def revoked_digest(self, digest: str) -> None:
+        """Close every stream whose token has this SHA-256 *digest* (another worker's logout)."""
+        for stream in list(self.streams):
+            if stream.token is not None and hmac.compare_digest(token_digest(stream.token), digest):
                 stream.close("token expired")
 
     def register(self, stream: BoundedStream) -> None:

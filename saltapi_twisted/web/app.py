@@ -7,7 +7,6 @@ headers, negotiates the output format, maps every failure to the
 
 from __future__ import annotations
 
-import hmac
 import io
 import math
 import os
@@ -29,7 +28,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import PathConverter
 
 from .. import __version__
-from ..auth import Authenticator, RateLimiter, compute_perms, token_digest, token_from_request
+from ..auth import Authenticator, RateLimiter, compute_perms, token_from_request
 from ..clients import FAILED_TO_AUTHENTICATE, ClientRunner, Entries
 from ..config import ApiConfig
 from ..cors import cors_headers, is_foreign, own_origin, preflight_headers
@@ -245,7 +244,7 @@ class SaltAPI:
         self.hook_limiter = RateLimiter(config.webhook_rate_limit, 1.0)
         self.hub = EventHub(bus, clock, time.time, config.events_replay_buffer)
         auth.on_revoke(self.hub.revoked)
-        auth.on_revoke_digest(self._revoked_elsewhere)
+        auth.on_revoke_digest(self.hub.revoked_digest)
         self.limits = Limits(
             max_chunks=config.max_chunks,
             max_tgt_length=config.max_tgt_length,
@@ -553,12 +552,6 @@ class SaltAPI:
     # ------------------------------------------------------------------
     # /login, /logout, /token
 
-    def _revoked_elsewhere(self, digest: str) -> None:
-        """Another worker's ``/logout``: close the streams of that token here."""
-        for stream in list(self.hub.streams):
-            if stream.token is not None and hmac.compare_digest(token_digest(stream.token), digest):
-                stream.close("token expired")
-
     def _client_ip(self, request: IRequest) -> str:
         return self.proxies.client_ip(request)
 
@@ -830,8 +823,13 @@ class SaltAPI:
         force = to_bool(values.get("force", False))
         if force is None:
             raise ApiError("bad_request", "force must be true or false")
-        chunk: dict[str, Any] = {"client": "wheel", "fun": "key.gen_accept", "id_": mid, "keysize": keysize}
-        chunk["force"] = force
+        chunk: dict[str, Any] = {
+            "client": "wheel",
+            "fun": "key.gen_accept",
+            "id_": mid,
+            "keysize": keysize,
+            "force": force,
+        }
         header_token = token_from_request(request)
         if header_token is not None:
             await self._require_token(request)
@@ -851,10 +849,8 @@ class SaltAPI:
             raise ApiError("master_error", f"key.gen_accept failed: {str(returned)[:300]}")
         if returned == {}:
             raise ApiError("conflict", f"A key for {mid!r} is already accepted; send force=true to replace it")
-        if not (isinstance(returned, dict) and isinstance(returned.get("pub"), str)):
+        if not (isinstance(returned, dict) and all(isinstance(returned.get(k), str) for k in ("pub", "priv"))):
             raise ApiError("master_error", "key.gen_accept returned no key pair")
-        if not isinstance(returned.get("priv"), str):
-            raise ApiError("master_error", "key.gen_accept returned no private key")
         archive = key_archive(returned["priv"], returned["pub"], time.time())
         request.setHeader(b"Content-Type", b"application/x-tar")
         request.setHeader(b"Content-Disposition", f'attachment; filename="saltkeys-{_file_safe(mid)}.tar"'.encode())

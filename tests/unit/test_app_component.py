@@ -48,6 +48,10 @@ class FakeBus:
         self.recorded: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self.watchers: dict[str, list[Callable[[str, dict[str, Any]], None]]] = {}
         self.subscribers: list[Any] = []
+        self.in_batch = False
+
+    def on_batch_end(self, callback: Any) -> Callable[[], None]:
+        return lambda: None
 
     def subscribe(self, callback: Any, on_state: Any = None) -> Callable[[], None]:
         entry = (callback, on_state)

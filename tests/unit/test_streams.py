@@ -488,20 +488,6 @@ def test_hub_stop_unwatches_batches() -> None:
     assert bus.batch_listeners == [] and bus.subscribers == []
 
 
-def test_a_bus_without_batches_delivers_every_event_at_once() -> None:
-    class PlainBus(FakeBus):
-        on_batch_end = None  # type: ignore[assignment]
-
-    clock = task.Clock()
-    bus = PlainBus()
-    hub = EventHub(bus, clock, lambda: EPOCH, 10)  # type: ignore[arg-type]
-    stream = open_stream(hub)
-    bus.in_batch = True
-    bus.fire("t/0")
-    bus.fire("t/1")
-    assert len(stream.written) == 2
-
-
 # ----------------------------------------------------------------------------
 # unsafe tags
 
@@ -679,6 +665,18 @@ def test_revoked_closes_only_the_streams_of_that_token() -> None:
     assert hub.streams == {b, anonymous}
     bus.fire("t/1")
     assert a1.written == [] and b.tags() == ["t/1"]
+
+
+def test_revoked_digest_closes_only_the_streams_of_that_token() -> None:
+    from saltapi_twisted.auth import token_digest
+
+    hub, _bus, _clock = make_hub()
+    a = open_stream(hub, token=TOKEN_A)
+    b = open_stream(hub, token=TOKEN_B)
+    anonymous = open_stream(hub, token=None)
+    hub.revoked_digest(token_digest(TOKEN_A))
+    assert a.ended == ["token expired"]
+    assert hub.streams == {b, anonymous}
 
 
 def test_keepalive_after_idle() -> None:
